@@ -1,0 +1,1 @@
+//! Starts and stops the real loopback control plane for integration tests.
