@@ -1,0 +1,112 @@
+//! Survival functions of response times and the percentile solver every model shares.
+
+use crate::poisson;
+
+/// P(Erlang(k, α) + Exp(β) > t) for α ≥ β > 0: the response of an arrival that waits for
+/// k departures at total rate α and is then served at rate β.
+pub(crate) fn erlang_plus_exp_survival(k: u64, alpha: f64, beta: f64, t: f64) -> f64 {
+    if t <= 0.0 {
+        return 1.0;
+    }
+    if k == 0 {
+        return (-beta * t).exp();
+    }
+    let gamma = alpha - beta;
+    if gamma <= alpha * 1e-12 {
+        // Equal rates: the sum is Erlang(k + 1, α).
+        return poisson::below(k + 1, alpha * t);
+    }
+    // P(E > t) + ∫₀ᵗ f_E(s)·e^{−β(t−s)} ds, the integral being
+    // e^{−βt}·(α/γ)^k·P(Poisson(γt) ≥ k); the product is formed in log space.
+    let waiting_longer = poisson::below(k, alpha * t);
+    let ln_integral = -beta * t + k as f64 * (alpha / gamma).ln() + poisson::ln_upper(k, gamma * t);
+    (waiting_longer + ln_integral.exp()).clamp(0.0, 1.0)
+}
+
+/// P(Exp(a) + Exp(b) > t), the hypoexponential distribution of two phases.
+pub(crate) fn hypoexponential_survival(a: f64, b: f64, t: f64) -> f64 {
+    erlang_plus_exp_survival(1, a.max(b), a.min(b), t)
+}
+
+/// The smallest t with survival(t) ≤ 1 − quantile, found by bracketing and bisection.
+///
+/// `scale_s` is a rough size of the answer (a mean) to start the bracket from.
+pub(crate) fn percentile(survival: impl Fn(f64) -> f64, quantile: f64, scale_s: f64) -> f64 {
+    let target = 1.0 - quantile;
+    if survival(0.0) <= target {
+        return 0.0;
+    }
+    let mut lo = 0.0;
+    let mut hi = if scale_s.is_finite() && scale_s > 0.0 { scale_s } else { 1.0 };
+    // 2^2000 overshoots any finite time: stop doubling there rather than loop forever.
+    let mut doublings = 0;
+    while survival(hi) > target {
+        lo = hi;
+        hi *= 2.0;
+        doublings += 1;
+        if doublings > 2000 || !hi.is_finite() {
+            return f64::INFINITY;
+        }
+    }
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if survival(mid) > target {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+        if hi - lo <= hi * 1e-12 {
+            break;
+        }
+    }
+    hi
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hypoexponential_matches_its_closed_form() {
+        let (a, b) = (3.0f64, 1.0f64);
+        for &t in &[0.1, 0.5, 1.0, 4.0] {
+            let closed = (a * (-b * t).exp() - b * (-a * t).exp()) / (a - b);
+            let got = hypoexponential_survival(a, b, t);
+            assert!((got - closed).abs() < 1e-13, "t={t}: {got} vs {closed}");
+        }
+    }
+
+    #[test]
+    fn erlang_plus_exp_matches_numerical_convolution() {
+        // ∫ f_Erlang(k,α)(s) · P(Exp(β) > t − s) ds by the trapezoid rule, plus P(Erlang > t).
+        let (k, alpha, beta, t) = (4u64, 5.0f64, 2.0f64, 1.3f64);
+        let n = 200_000;
+        let h = t / n as f64;
+        let density = |s: f64| {
+            alpha.powi(4) * s.powi(3) * (-alpha * s).exp() / 6.0 * (-beta * (t - s)).exp()
+        };
+        let mut integral = 0.5 * (density(0.0) + density(t));
+        for i in 1..n {
+            integral += density(i as f64 * h);
+        }
+        integral *= h;
+        let expected = integral + poisson::below(k, alpha * t);
+        let got = erlang_plus_exp_survival(k, alpha, beta, t);
+        assert!((got - expected).abs() < 1e-9, "{got} vs {expected}");
+    }
+
+    #[test]
+    fn equal_rates_reduce_to_erlang() {
+        let got = erlang_plus_exp_survival(2, 1.5, 1.5, 2.0);
+        let x: f64 = 3.0;
+        let expected = (-x).exp() * (1.0 + x + x * x / 2.0);
+        assert!((got - expected).abs() < 1e-13);
+    }
+
+    #[test]
+    fn percentile_of_an_exponential_is_its_logarithm() {
+        let p99 = percentile(|t| (-2.0 * t).exp(), 0.99, 0.5);
+        assert!((p99 - 100f64.ln() / 2.0).abs() < 1e-9, "{p99}");
+        assert_eq!(percentile(|_| 0.0, 0.5, 1.0), 0.0);
+    }
+}
