@@ -1,6 +1,405 @@
-//! Open-loop CRUD load generator for kube-apiserver. Not built yet (issue 5).
+//! Open-loop CRUD load generator for kube-apiserver, with per-verb latency histograms.
+//!
+//! `stress-test [OPTIONS]` prepares labelled objects, sends a weighted mix of GET, LIST, POST,
+//! PUT, PATCH and DELETE at scheduled times, reports counts and latencies, and removes what it
+//! created. `stress-test cleanup` removes what earlier runs left.
 
-fn main() {
-    eprintln!("stress-test is not built yet (issue 5)");
-    std::process::exit(2);
+mod arrivals;
+mod cluster;
+mod lifecycle;
+mod load;
+mod mix;
+mod objects;
+mod profile;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::sync::watch;
+
+use crate::arrivals::ArrivalProcess;
+use crate::cluster::{ApiClient, ConnectArgs};
+use crate::lifecycle::{CleanupScope, SetupPlan};
+use crate::load::{Load, Schedule};
+use crate::mix::{Mix, Verb};
+use crate::objects::Naming;
+use crate::profile::RateProfile;
+use crate::report::Report;
+
+/// Exit codes, so scripts can tell failures apart.
+mod exit {
+    /// Bad arguments, mix or profile: nothing was sent.
+    pub const USAGE: u8 = 2;
+    /// The apiserver could not be reached or refused us at the start.
+    pub const UNREACHABLE: u8 = 3;
+    /// Setup failed (what it created was removed).
+    pub const SETUP: u8 = 4;
+    /// The run's objects could not all be removed.
+    pub const CLEANUP: u8 = 5;
+    /// Stopped by Ctrl-C (report and cleanup were still done).
+    pub const INTERRUPTED: u8 = 130;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "stress-test",
+    version,
+    about = "Open-loop CRUD load generator for kube-apiserver",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Tokio worker threads (default: one per CPU).
+    #[arg(long, global = true)]
+    workers: Option<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Remove every object earlier runs left behind (everything labelled arak.io/stress-test).
+    Cleanup {
+        /// Only this run's objects.
+        #[arg(long)]
+        run_id: Option<String>,
+        /// Give up if objects remain after this long.
+        #[arg(long, default_value = "120s", value_parser = parse_duration_arg)]
+        wait: Duration,
+    },
+    /// Print the built-in mix as YAML (a starting point for --mix).
+    DefaultMix,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// A table for a terminal.
+    Table,
+    /// The JSON report.
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Workload mix: YAML list of {verb, resource, weight} (default: the built-in mix).
+    #[arg(long)]
+    mix: Option<PathBuf>,
+    /// Target requests per second (ignored with --profile).
+    #[arg(long, default_value_t = 100.0)]
+    rps: f64,
+    /// Rate over time: `steps:100,500,1000@60s`, `ramp:100-2000@300s`, `const:500@2m`,
+    /// joined with `+`.
+    #[arg(long, value_parser = parse_profile_arg)]
+    profile: Option<RateProfile>,
+    /// Run length (default 60s, or the profile's length); a profile is cut or its last rate held.
+    #[arg(long, value_parser = parse_duration_arg)]
+    duration: Option<Duration>,
+    /// Arrival process.
+    #[arg(long, value_enum, default_value_t = ArrivalProcess::Poisson)]
+    arrivals: ArrivalProcess,
+    /// Most requests in flight; arrivals beyond it are dropped and counted, not delayed.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_inflight: u32,
+    /// Timeout of every request.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    timeout: Duration,
+    /// Bytes of padding per object (configmap/secret data, an annotation elsewhere).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(0..=200_000))]
+    padding_bytes: u32,
+    /// Namespaces to spread namespaced objects over.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    namespaces: u32,
+    /// Objects per kind (and namespace) that GET, PUT and PATCH address.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pool_size: u32,
+    /// Objects per kind made up front for DELETE (default: 10 s of DELETEs at the peak rate).
+    #[arg(long)]
+    delete_reserve: Option<u32>,
+    /// Seed for arrivals and choices (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// What to print on stdout.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// How long cleanup may wait for the run's objects to disappear.
+    #[arg(long, default_value = "120s", value_parser = parse_duration_arg)]
+    cleanup_wait: Duration,
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    profile::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn parse_profile_arg(s: &str) -> Result<RateProfile, String> {
+    RateProfile::parse(s).map_err(|e| e.to_string())
+}
+
+/// An error with the exit code it should end the process with.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+fn fail(code: u8) -> impl FnOnce(anyhow::Error) -> Failure {
+    move |error| Failure { code, error }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("stress_test=info,warn")),
+        )
+        .init();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(w) = cli.workers {
+        rt.worker_threads(w.max(1));
+    }
+    let rt = match rt.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async_main(cli));
+    // Request tasks still waiting on a dead server must not hold the process open.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("error: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn async_main(cli: Cli) -> Result<u8, Failure> {
+    match cli.command {
+        Some(Command::DefaultMix) => {
+            print!("{}", Mix::default_mix().to_yaml());
+            Ok(0)
+        }
+        Some(Command::Cleanup { run_id, wait }) => {
+            let (api, _) = connect(&cli.connect).await?;
+            let scope = match run_id {
+                Some(id) => CleanupScope::Run(id),
+                None => CleanupScope::AllRuns,
+            };
+            let removed = lifecycle::cleanup(&api, &scope, cli.run.timeout, wait)
+                .await
+                .map_err(fail(exit::CLEANUP))?;
+            eprintln!("cleanup: removed {removed} labelled objects; none left");
+            Ok(0)
+        }
+        None => run(cli.run, &cli.connect).await,
+    }
+}
+
+/// Builds the client and checks the apiserver answers, within seconds.
+async fn connect(args: &ConnectArgs) -> Result<(ApiClient, report::IdentityReport), Failure> {
+    let api = ApiClient::new(args).await.map_err(fail(exit::USAGE))?;
+    let identity = api
+        .identity(args.connect_timeout + Duration::from_secs(5))
+        .await
+        .map_err(fail(exit::UNREACHABLE))?;
+    Ok((api, identity))
+}
+
+fn warn_if_masters(identity: &report::IdentityReport) {
+    if identity.system_masters {
+        let bar = "!".repeat(78);
+        eprintln!(
+            "{bar}\n!! WARNING: the identity {:?} is in system:masters.\n\
+             !! Its requests bypass --max-requests-inflight and land in APF's exempt level:\n\
+             !! they are never queued or rejected with 429, so this run cannot show limits.\n\
+             !! Use an ordinary user or service account for load that should be limited.\n{bar}",
+            identity.username.as_deref().unwrap_or("?")
+        );
+        tracing::warn!("identity is in system:masters: inflight limits and APF do not apply");
+    }
+}
+
+fn new_run_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mixed = (nanos as u64) ^ (u64::from(std::process::id()) << 40);
+    format!("{:08x}", (mixed ^ (mixed >> 29)) as u32)
+}
+
+async fn run(args: RunArgs, connect_args: &ConnectArgs) -> Result<u8, Failure> {
+    // Everything that can be wrong with the request is refused before the first request.
+    let mix = match &args.mix {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the mix {}", path.display()))
+                .map_err(fail(exit::USAGE))?;
+            Mix::from_yaml(&text)
+                .with_context(|| format!("in the mix {}", path.display()))
+                .map_err(fail(exit::USAGE))?
+        }
+        None => Mix::default_mix(),
+    };
+    if !(args.rps.is_finite() && args.rps >= 0.0) {
+        return Err(fail(exit::USAGE)(anyhow::anyhow!(
+            "--rps must be a number >= 0"
+        )));
+    }
+    let profile = match (args.profile.clone(), args.duration) {
+        (Some(p), Some(d)) => p.fit_to(d),
+        (Some(p), None) => p,
+        (None, d) => RateProfile::constant(args.rps, d.unwrap_or(Duration::from_secs(60))),
+    };
+    let seed = args.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+
+    let (api, identity) = connect(connect_args).await?;
+    warn_if_masters(&identity);
+
+    let naming = Naming {
+        run_id: new_run_id(),
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!("interrupted: stopping arrivals, then reporting and cleaning up");
+            let _ = stop_tx.send(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!(
+                    "interrupted again: leaving now; run `stress-test cleanup` to remove leftovers"
+                );
+                std::process::exit(i32::from(exit::INTERRUPTED));
+            }
+        }
+    });
+    let scope = CleanupScope::Run(naming.run_id.clone());
+    let total_weight = mix.total_weight();
+    let delete_weight: f64 = mix
+        .entries()
+        .iter()
+        .filter(|e| e.verb == Verb::Delete)
+        .map(|e| e.weight)
+        .fold(0.0, f64::max);
+    let delete_reserve = args.delete_reserve.map(|r| r as usize).unwrap_or_else(|| {
+        (profile.peak_rps() * delete_weight / total_weight * 10.0).ceil() as usize
+    });
+    let plan = SetupPlan {
+        namespaces: args.namespaces as usize,
+        pool_size: args.pool_size as usize,
+        delete_reserve: delete_reserve.min(5000),
+        padding: "x".repeat(args.padding_bytes as usize),
+        request_timeout: args.timeout,
+    };
+    tracing::info!(
+        run_id = %naming.run_id,
+        apiserver = %api.url,
+        user = identity.username.as_deref().unwrap_or("?"),
+        "preparing objects (label {}={})",
+        objects::RUN_LABEL,
+        naming.run_id
+    );
+
+    let mut setup_rx = stop_rx.clone();
+    let prepared = tokio::select! {
+        r = lifecycle::setup(&api, &mix, &naming, &plan) => r,
+        _ = setup_rx.wait_for(|s| *s) => Err(anyhow::anyhow!("interrupted during setup")),
+    };
+    let prepared = match prepared
+        .and_then(|p| Load::new(api.clone(), &mix, &p, &naming, &plan.padding, args.timeout))
+    {
+        Ok(load) => load,
+        Err(e) => {
+            if let Err(ce) = lifecycle::cleanup(&api, &scope, args.timeout, args.cleanup_wait).await
+            {
+                eprintln!("error: cleanup after failed setup: {ce:#}");
+            }
+            return Err(fail(exit::SETUP)(
+                e.context("setup failed; its objects were removed"),
+            ));
+        }
+    };
+    let load = Arc::new(prepared);
+
+    let schedule = Schedule {
+        profile: profile.clone(),
+        process: args.arrivals,
+        seed,
+        max_inflight: args.max_inflight as usize,
+    };
+    tracing::info!(
+        profile = %profile.describe(),
+        expected_requests = profile.expected_arrivals().round(),
+        "sending"
+    );
+    let started_unix_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    let end = load::run(load.clone(), &mix, &schedule, stop_rx).await;
+
+    let (overall, by_verb, by_verb_resource) =
+        report::build_rows(&load.entries(), &load.tallies(), end.elapsed);
+    let report = Report {
+        run_id: naming.run_id.clone(),
+        apiserver: api.url.clone(),
+        identity,
+        started_unix_s,
+        elapsed_s: end.elapsed.as_secs_f64(),
+        profile: profile.describe(),
+        arrivals: args.arrivals,
+        target_requests: profile.expected_arrivals(),
+        max_inflight: args.max_inflight as usize,
+        request_timeout_s: args.timeout.as_secs_f64(),
+        interrupted: end.interrupted,
+        overall,
+        by_verb,
+        by_verb_resource,
+    };
+    let json = serde_json::to_string_pretty(&report).expect("report serialises");
+    let mut report_error = None;
+    if let Some(path) = &args.report
+        && let Err(e) = std::fs::write(path, format!("{json}\n"))
+    {
+        report_error = Some(anyhow::anyhow!(
+            "writing the report to {}: {e}",
+            path.display()
+        ));
+    }
+    match args.output {
+        Output::Json => println!("{json}"),
+        Output::Table => print!("{}", report.table()),
+    }
+
+    tracing::info!("removing the run's objects");
+    if let Err(e) = lifecycle::cleanup(&api, &scope, args.timeout, args.cleanup_wait).await {
+        return Err(fail(exit::CLEANUP)(e));
+    }
+    if let Some(e) = report_error {
+        return Err(fail(1)(e));
+    }
+    Ok(if end.interrupted {
+        exit::INTERRUPTED
+    } else {
+        0
+    })
 }
