@@ -2,19 +2,21 @@
 //!
 //! Each class (readOnly, mutating) is admitted up to its concurrency limit, waits in its
 //! APF queue up to the queue length, and is rejected (HTTP 429) beyond that. A request
-//! needs `cpu_s` of CPU and `non_cpu_s` of other time (etcd, admission, network). With n
-//! requests of a class in service and the CPU shared like processor sharing, a request
-//! takes max(T + D, n·D / C_k), so the class completes min(n / (T + D), C_k / D) per
-//! second: throughput grows with concurrency until the CPU saturates, and past that more
-//! concurrency only adds latency. C_k, the CPU a class can use, is what the other class
-//! leaves: the other class takes its demand λ·D, but at most its share of the cores in
-//! proportion to the two concurrency limits — which is how inflight limits isolate classes.
-//! Each class is then an exact birth–death chain with a closed-form solution.
+//! needs `cpu_s` of CPU and `non_cpu_s` of other time (etcd, admission, network). The
+//! cores are shared like processor sharing — Go's scheduler runs whichever goroutines are
+//! ready — so every request's CPU phase is stretched by the same slowdown x, which for
+//! exponential work is that of an M/M/C queue fed the accepted CPU load:
+//! x = 1 + ErlangC(C, A) / (C − A). The accepted load depends on x in turn (slower
+//! requests hold their slots longer and more arrivals are rejected), so A is the fixed
+//! point A = Σ throughput_k(x(A))·D_k, found by bisection. Each class is then an exact
+//! M/M/c/K chain with service time T + D·x. The shape this gives: more concurrency raises
+//! throughput until the CPU saturates; past that it only raises x, hence latency.
 
 use serde::{Deserialize, Serialize};
 
-use crate::chain::SaturatingChain;
+use crate::erlang::{erlang_b_unchecked, erlang_c_from_b};
 use crate::error::{QueueModelError, Result, at_least_one, non_negative, positive};
+use crate::limited_queue::LimitedQueue;
 
 /// The two queues kube-apiserver keeps for non-long-running requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -70,11 +72,11 @@ pub struct ClassPrediction {
     pub p_wait: f64,
     /// Mean number of requests executing or queued.
     pub mean_number: f64,
+    /// Mean time in service, CPU phase stretched by the slowdown.
+    pub mean_service_s: f64,
     pub mean_response_s: f64,
     pub p50_response_s: f64,
     pub p99_response_s: f64,
-    /// CPU cores this class may use after the other class took its part.
-    pub cpu_available_cores: f64,
 }
 
 /// Predicted behaviour of the whole apiserver.
@@ -82,6 +84,8 @@ pub struct ClassPrediction {
 pub struct ApiserverPrediction {
     pub read_only: ClassPrediction,
     pub mutating: ClassPrediction,
+    /// The common stretch of CPU phases caused by contention (1 = none).
+    pub cpu_slowdown: f64,
     /// CPU cores in use: Σ throughput·D.
     pub cpu_used_cores: f64,
     /// cpu_used_cores / cores.
@@ -129,73 +133,73 @@ impl ApiserverSetting {
     }
 }
 
-/// The CPU a class may use, given the other class's demand and both limits.
-pub fn cpu_available(cores: f64, own_limit: u32, other_limit: u32, other_demand_cores: f64) -> f64 {
-    let (own, other) = (f64::from(own_limit), f64::from(other_limit));
-    let other_share = cores * other / (own + other);
-    cores - other_demand_cores.min(other_share)
+/// Mean stretch of a CPU phase when `cpu_load_cores` of work per second reach `cores`
+/// cores shared by processor sharing (≥ 1; infinite at or past saturation).
+///
+/// Fractional cores are ⌊C⌋ servers of speed C/⌊C⌋ (one server of speed C below one core);
+/// a lone request never runs faster than one core.
+pub fn cpu_slowdown(cores: f64, cpu_load_cores: f64) -> f64 {
+    if cpu_load_cores >= cores {
+        return f64::INFINITY;
+    }
+    let servers = cores.floor().max(1.0);
+    let speed = cores / servers;
+    let offered = cpu_load_cores / speed;
+    // Truncation is exact: `servers` is a whole number ≥ 1.
+    let n = servers as u32;
+    let wait = erlang_c_from_b(n, offered, erlang_b_unchecked(n, offered));
+    ((1.0 + wait / (servers - offered)) / speed).max(1.0)
 }
 
-/// One request class solved as a birth–death chain.
+/// One request class solved as an M/M/c/K chain at a given CPU slowdown.
 #[derive(Debug, Clone)]
 pub struct ClassModel {
-    chain: SaturatingChain,
-    cpu_available_cores: f64,
+    queue: LimitedQueue,
+    service_s: f64,
 }
 
 impl ClassModel {
-    /// `cpu_available_cores` comes from [`cpu_available`]; inputs must be validated.
-    pub fn new(load: &ClassLoad, limits: &ClassLimits, cpu_available_cores: f64) -> Self {
-        let unloaded_s = load.cpu_s + load.non_cpu_s;
-        let saturation_rate = if load.cpu_s > 0.0 {
-            cpu_available_cores / load.cpu_s
-        } else {
-            f64::INFINITY
-        };
+    /// Inputs must be validated.
+    pub fn new(load: &ClassLoad, limits: &ClassLimits, cpu_slowdown: f64) -> Self {
+        let phases = (load.cpu_s * cpu_slowdown, load.non_cpu_s);
         let capacity = limits.concurrency_limit.saturating_add(limits.queue_length);
         Self {
-            chain: SaturatingChain::new(
-                load.arrival_rate,
-                1.0 / unloaded_s,
-                saturation_rate,
-                limits.concurrency_limit,
-                capacity,
-            ),
-            cpu_available_cores,
+            queue: LimitedQueue::new(load.arrival_rate, phases, limits.concurrency_limit, capacity),
+            service_s: phases.0 + phases.1,
         }
     }
 
     pub fn rejection_probability(&self) -> f64 {
-        self.chain.rejection_probability()
+        self.queue.rejection_probability()
     }
 
     pub fn throughput(&self) -> f64 {
-        self.chain.throughput()
+        self.queue.throughput()
     }
 
     pub fn mean_response(&self) -> f64 {
-        self.chain.mean_response()
+        self.queue.mean_response()
     }
 
     /// P(response ≤ t): the share of accepted requests done within `t` seconds.
     pub fn within(&self, t: f64) -> f64 {
-        1.0 - self.chain.response_survival(t)
+        1.0 - self.queue.response_survival(t)
     }
 
     pub fn response_percentile(&self, quantile: f64) -> f64 {
-        self.chain.response_percentile(quantile)
+        self.queue.response_percentile(quantile)
     }
 
     pub fn prediction(&self) -> ClassPrediction {
         ClassPrediction {
-            throughput: self.chain.throughput(),
-            rejection_probability: self.chain.rejection_probability(),
-            p_wait: self.chain.wait_probability(),
-            mean_number: self.chain.mean_number(),
-            mean_response_s: self.chain.mean_response(),
-            p50_response_s: self.chain.response_percentile(0.5),
-            p99_response_s: self.chain.response_percentile(0.99),
-            cpu_available_cores: self.cpu_available_cores,
+            throughput: self.queue.throughput(),
+            rejection_probability: self.queue.rejection_probability(),
+            p_wait: self.queue.wait_probability(),
+            mean_number: self.queue.mean_number(),
+            mean_service_s: self.service_s,
+            mean_response_s: self.queue.mean_response(),
+            p50_response_s: self.queue.response_percentile(0.5),
+            p99_response_s: self.queue.response_percentile(0.99),
         }
     }
 }
@@ -205,7 +209,10 @@ impl ClassModel {
 pub struct ApiserverModel {
     pub read_only: ClassModel,
     pub mutating: ClassModel,
-    load: ApiserverLoad,
+    /// The common stretch of CPU phases, x.
+    pub cpu_slowdown: f64,
+    /// Accepted CPU work, cores.
+    pub cpu_used_cores: f64,
     cores: f64,
 }
 
@@ -213,36 +220,45 @@ impl ApiserverModel {
     pub fn new(load: &ApiserverLoad, setting: &ApiserverSetting) -> Result<Self> {
         load.validate()?;
         setting.validate()?;
-        let (ro, mu) = (&setting.read_only, &setting.mutating);
-        let ro_cpu = cpu_available(
-            setting.cores,
-            ro.concurrency_limit,
-            mu.concurrency_limit,
-            load.mutating.cpu_demand_cores(),
-        );
-        let mu_cpu = cpu_available(
-            setting.cores,
-            mu.concurrency_limit,
-            ro.concurrency_limit,
-            load.read_only.cpu_demand_cores(),
-        );
-        Ok(Self {
-            read_only: ClassModel::new(&load.read_only, ro, ro_cpu),
-            mutating: ClassModel::new(&load.mutating, mu, mu_cpu),
-            load: *load,
-            cores: setting.cores,
-        })
+        let solve_at = |cpu_load: f64| {
+            let x = cpu_slowdown(setting.cores, cpu_load);
+            let ro = ClassModel::new(&load.read_only, &setting.read_only, x);
+            let mu = ClassModel::new(&load.mutating, &setting.mutating, x);
+            let accepted = ro.throughput() * load.read_only.cpu_s + mu.throughput() * load.mutating.cpu_s;
+            (ro, mu, x, accepted)
+        };
+        let offered = load.read_only.cpu_demand_cores() + load.mutating.cpu_demand_cores();
+        // The accepted load falls as the assumed load rises: bisect for the crossing.
+        let mut hi = offered.min(setting.cores * (1.0 - 1e-9));
+        let at_hi = solve_at(hi);
+        let solution = if at_hi.3 >= hi * (1.0 - 1e-9) {
+            at_hi
+        } else {
+            let mut lo = 0.0;
+            for _ in 0..200 {
+                let mid = 0.5 * (lo + hi);
+                if solve_at(mid).3 > mid {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+                if hi - lo <= hi * 1e-10 {
+                    break;
+                }
+            }
+            solve_at(hi)
+        };
+        let (read_only, mutating, cpu_slowdown, cpu_used_cores) = solution;
+        Ok(Self { read_only, mutating, cpu_slowdown, cpu_used_cores, cores: setting.cores })
     }
 
     pub fn prediction(&self) -> ApiserverPrediction {
-        let cpu_used_cores = (self.read_only.throughput() * self.load.read_only.cpu_s
-            + self.mutating.throughput() * self.load.mutating.cpu_s)
-            .min(self.cores);
         ApiserverPrediction {
             read_only: self.read_only.prediction(),
             mutating: self.mutating.prediction(),
-            cpu_used_cores,
-            cpu_utilization: cpu_used_cores / self.cores,
+            cpu_slowdown: self.cpu_slowdown,
+            cpu_used_cores: self.cpu_used_cores,
+            cpu_utilization: self.cpu_used_cores / self.cores,
         }
     }
 }
@@ -273,17 +289,18 @@ mod tests {
 
     #[test]
     fn concurrency_helps_until_the_cpu_saturates_then_only_adds_latency() {
-        // 900 read req/s × 4 ms = 3.6 cores asked of 4: CPU-bound near the top.
-        let l = load(900.0, 10.0);
+        // 1200 read req/s × 4 ms = 4.8 cores asked of 4: more than the CPU can give.
+        let l = load(1200.0, 10.0);
         let p = |limit| predict(&l, &setting(4.0, limit, 50, 0)).unwrap().read_only;
         let (small, enough, huge) = (p(5), p(60), p(2000));
         assert!(small.rejection_probability > 0.3, "{small:?}");
-        assert!(enough.rejection_probability < small.rejection_probability);
         assert!(enough.throughput > small.throughput);
-        // Past saturation, throughput is capped by the cores, not the limit.
+        // Past saturation, throughput is capped by the cores, not the limit…
         let cap = 4.0 / 0.004;
-        assert!(huge.throughput <= cap + 1e-9);
-        assert!(huge.p99_response_s >= enough.p99_response_s * 0.999);
+        assert!(enough.throughput <= cap * (1.0 + 1e-6) && huge.throughput <= cap * (1.0 + 1e-6));
+        assert!(huge.throughput < enough.throughput * 1.1);
+        // …and the extra concurrency shows up as latency.
+        assert!(huge.mean_response_s > 5.0 * enough.mean_response_s, "{huge:?} vs {enough:?}");
     }
 
     #[test]
@@ -296,11 +313,22 @@ mod tests {
     }
 
     #[test]
-    fn a_flooding_class_cannot_take_the_other_class_share() {
-        // Reads ask for 12 cores of 4; mutating has a quarter of the slots, so a quarter of the CPU.
-        let p = predict(&load(3000.0, 50.0), &setting(4.0, 300, 100, 0)).unwrap();
-        assert!((p.mutating.cpu_available_cores - 1.0).abs() < 1e-9, "{:?}", p.mutating);
-        assert!(p.mutating.rejection_probability < 1e-6);
+    fn a_lower_read_limit_shields_writes_from_a_read_flood() {
+        // Reads ask for 12 cores of 4; their limit bounds how much they slow everything down.
+        let writes = |ro_limit| predict(&load(3000.0, 50.0), &setting(4.0, ro_limit, 100, 0)).unwrap().mutating;
+        let (tight, loose) = (writes(50), writes(400));
+        assert!(tight.p99_response_s < loose.p99_response_s / 2.0, "{tight:?} vs {loose:?}");
+        assert!(tight.rejection_probability <= loose.rejection_probability);
+    }
+
+    #[test]
+    fn slowdown_is_one_when_idle_and_grows_without_bound() {
+        assert_eq!(cpu_slowdown(4.0, 0.0), 1.0);
+        assert!(cpu_slowdown(4.0, 3.0) > cpu_slowdown(4.0, 2.0));
+        assert!(cpu_slowdown(4.0, 3.999) > 100.0);
+        assert_eq!(cpu_slowdown(4.0, 4.0), f64::INFINITY);
+        // Half a core: M/M/1 at speed 0.5, x = 1 / (0.5 − A).
+        assert!((cpu_slowdown(0.5, 0.25) - 4.0).abs() < 1e-12);
     }
 
     #[test]

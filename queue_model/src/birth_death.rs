@@ -91,7 +91,7 @@ pub fn solve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::SaturatingChain;
+    use crate::limited_queue::LimitedQueue;
 
     #[test]
     fn mm1k_has_its_textbook_distribution() {
@@ -108,17 +108,18 @@ mod tests {
     }
 
     #[test]
-    fn agrees_with_the_closed_form_saturating_chain() {
-        // Linear service rates up to s = 7, flat at 7.5 above, limit 12, capacity 40.
-        let (lambda, mu1, sat, c, k) = (6.8f64, 1.0f64, 7.5f64, 12u32, 40u32);
-        let chain = SaturatingChain::new(lambda, mu1, sat, c, k);
-        let d = solve(k, |_| lambda, |n| (f64::from(n.min(c)) * mu1).min(sat)).unwrap();
+    fn agrees_with_the_closed_form_limited_queue() {
+        // M/M/12/40 with a 0.15 s two-phase service: π(n) ∝ Π λ / (min(n, c)·μ).
+        let (lambda, phases, c, k) = (68.0f64, (0.1f64, 0.05f64), 12u32, 40u32);
+        let mu = 1.0 / (phases.0 + phases.1);
+        let queue = LimitedQueue::new(lambda, phases, c, k);
+        let d = solve(k, |_| lambda, |n| f64::from(n.min(c)) * mu).unwrap();
         for n in 0..=k {
-            let (a, b) = (chain.probability(n), d.probabilities[n as usize]);
+            let (a, b) = (queue.probability(n), d.probabilities[n as usize]);
             assert!((a - b).abs() <= 1e-12 + 1e-10 * b, "π({n}): {a} vs {b}");
         }
-        assert!((chain.mean_number() - d.mean_number).abs() < 1e-10);
-        assert!((chain.rejection_probability() - d.rejection_probability).abs() < 1e-12);
+        assert!((queue.mean_number() - d.mean_number).abs() < 1e-9);
+        assert!((queue.rejection_probability() - d.rejection_probability).abs() < 1e-12);
     }
 
     #[test]

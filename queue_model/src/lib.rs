@@ -7,7 +7,7 @@
 
 pub mod apiserver;
 pub mod birth_death;
-mod chain;
+mod limited_queue;
 mod erlang;
 mod error;
 pub mod mmc;

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::chain::SaturatingChain;
+use crate::limited_queue::LimitedQueue;
 use crate::error::{Result, at_least_one, capacity_at_least_servers, non_negative, open_unit, positive};
 
 /// An M/M/c/K queue with FCFS service.
@@ -13,7 +13,7 @@ pub struct Mmck {
     pub servers: u32,
     /// K: requests in service plus waiting.
     pub capacity: u32,
-    chain: SaturatingChain,
+    chain: LimitedQueue,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -44,7 +44,7 @@ impl Mmck {
             service_rate,
             servers,
             capacity,
-            chain: SaturatingChain::new(arrival_rate, service_rate, f64::INFINITY, servers, capacity),
+            chain: LimitedQueue::new(arrival_rate, (1.0 / service_rate, 0.0), servers, capacity),
         })
     }
 

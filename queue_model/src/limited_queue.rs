@@ -1,94 +1,75 @@
 //! The birth–death chain behind M/M/c/K and each apiserver request class.
 //!
-//! With n requests admitted, the departure rate grows linearly (n·μ₁) until it reaches a
-//! saturation rate (the CPU is full), then stays flat. At most `concurrency_limit` requests
-//! are in service; the rest wait FCFS up to `capacity`; arrivals to a full system are
-//! rejected. The stationary distribution has a closed form: Poisson-shaped up to the
-//! saturation state s, geometric above it. Everything is evaluated in log space, so any
-//! capacity (10⁵ states and more) costs O(s) and never overflows.
+//! Up to `concurrency_limit` requests are served at once, each at rate μ; the rest wait
+//! FCFS up to `capacity`; arrivals to a full system are rejected. The stationary
+//! distribution is Poisson-shaped up to c and geometric above it; it is evaluated in log
+//! space, so any capacity (10⁵ states and more) costs O(c) and never overflows. A service
+//! time may have two exponential phases (CPU, then the rest), which shapes percentiles.
 
 use crate::erlang::erlang_b_unchecked;
 use crate::poisson::ln_one_minus_exp;
-use crate::response_time::{erlang_plus_exp_survival, percentile};
+use crate::response_time::{erlang_plus_exp_survival, hypoexponential_survival, percentile};
 
 /// Probability mass below which states are left out of response-time sums.
 const NEGLIGIBLE_MASS: f64 = 1e-16;
 
 #[derive(Debug, Clone)]
-pub(crate) struct SaturatingChain {
+pub(crate) struct LimitedQueue {
     arrival_rate: f64,
-    /// μ₁: the service rate of one request when nothing else competes for the CPU.
-    per_request_rate: f64,
+    /// Mean seconds of the two service phases; their sum is 1/μ.
+    service_phases_s: (f64, f64),
     concurrency_limit: u32,
     capacity: u32,
-    /// s: states 0..=s have departure rate n·μ₁; above s it is `top_rate`.
-    linear_states: u32,
-    top_rate: f64,
     ln_ratio: f64,
-    ln_prob_linear_top: f64,
-    ln_head_below: f64,
+    ln_prob_limit: f64,
+    ln_prob_below_limit: f64,
     mean_number: f64,
     prob_full: f64,
 }
 
-impl SaturatingChain {
-    /// All arguments must already be validated: rates finite and > 0 (`arrival_rate` ≥ 0),
-    /// `saturation_rate` > 0 (may be infinite), 1 ≤ `concurrency_limit` ≤ `capacity`.
+impl LimitedQueue {
+    /// Inputs must already be validated: `arrival_rate` ≥ 0, phases ≥ 0 with a positive
+    /// sum, 1 ≤ `concurrency_limit` ≤ `capacity`.
     pub(crate) fn new(
         arrival_rate: f64,
-        per_request_rate: f64,
-        saturation_rate: f64,
+        service_phases_s: (f64, f64),
         concurrency_limit: u32,
         capacity: u32,
     ) -> Self {
-        let c = f64::from(concurrency_limit);
-        let linear_states = if saturation_rate >= c * per_request_rate {
-            concurrency_limit
-        } else {
-            // Truncation is intended: s is the last state whose linear rate fits under the ceiling.
-            (saturation_rate / per_request_rate).floor() as u32
-        };
-        let top_rate = (c * per_request_rate).min(saturation_rate);
-        let mut chain = Self {
+        let service_rate = 1.0 / (service_phases_s.0 + service_phases_s.1);
+        let mut queue = Self {
             arrival_rate,
-            per_request_rate,
+            service_phases_s,
             concurrency_limit,
             capacity,
-            linear_states,
-            top_rate,
-            ln_ratio: (arrival_rate / top_rate).ln(),
-            ln_prob_linear_top: 0.0,
-            ln_head_below: f64::NEG_INFINITY,
+            ln_ratio: (arrival_rate / (f64::from(concurrency_limit) * service_rate)).ln(),
+            ln_prob_limit: f64::NEG_INFINITY,
+            ln_prob_below_limit: 0.0,
             mean_number: 0.0,
             prob_full: 0.0,
         };
         if arrival_rate > 0.0 {
-            chain.solve();
-        } else if linear_states > 0 {
-            chain.ln_prob_linear_top = f64::NEG_INFINITY;
-            chain.ln_head_below = 0.0;
+            queue.solve(arrival_rate / service_rate);
         }
-        chain
+        queue
     }
 
-    fn solve(&mut self) {
-        let s = self.linear_states;
-        let a = self.arrival_rate / self.per_request_rate;
-        // Head (states 0..=s) relative to state s sums to 1/B(s, a).
-        let ln_b = ln_erlang_b(s, a);
-        let ln_head = -ln_b;
-        let ln_head_below_rel = ln_one_minus_exp(ln_b) - ln_b;
-        let tail_states = u64::from(self.capacity - s);
-        let ln_tail = ln_geometric_sum(self.ln_ratio, 1, tail_states);
-        let ln_total = log_add_exp(ln_head, ln_tail);
-        self.ln_prob_linear_top = -ln_total;
-        self.ln_head_below = ln_head_below_rel - ln_total;
-        self.prob_full = (self.ln_prob_linear_top + tail_states as f64 * self.ln_ratio).exp();
-        // Σ n·π(n): the head gives a·Σ_{n<s} π(n); the tail π(s)·Σ (s+j)·r^j.
-        let head_part = (a.ln() + self.ln_head_below).exp();
-        let tail_part = (ln_tail - ln_total).exp()
-            * (f64::from(s) + truncated_geometric_mean(self.ln_ratio, tail_states));
-        self.mean_number = head_part + tail_part;
+    fn solve(&mut self, offered_load: f64) {
+        let c = self.concurrency_limit;
+        // States 0..=c, relative to state c, sum to 1/B(c, a); above c they are r^j.
+        let ln_b = ln_erlang_b(c, offered_load);
+        let ln_below_rel = ln_one_minus_exp(ln_b) - ln_b;
+        let queue_states = u64::from(self.capacity - c);
+        let ln_tail = ln_geometric_sum(self.ln_ratio, 1, queue_states);
+        let ln_total = log_add_exp(-ln_b, ln_tail);
+        self.ln_prob_limit = -ln_total;
+        self.ln_prob_below_limit = ln_below_rel - ln_total;
+        self.prob_full = (self.ln_prob_limit + queue_states as f64 * self.ln_ratio).exp();
+        // Σ n·π(n): the head gives a·Σ_{n<c} π(n); the tail π(c)·Σ (c+j)·r^j.
+        let head = (offered_load.ln() + self.ln_prob_below_limit).exp();
+        let tail = (ln_tail - ln_total).exp()
+            * (f64::from(c) + truncated_geometric_mean(self.ln_ratio, queue_states));
+        self.mean_number = head + tail;
     }
 
     pub(crate) fn rejection_probability(&self) -> f64 {
@@ -103,42 +84,33 @@ impl SaturatingChain {
         self.mean_number
     }
 
-    /// Mean time in service of a request admitted when `concurrency` requests are in service.
-    pub(crate) fn service_time_at(&self, concurrency: u32) -> f64 {
-        if concurrency <= self.linear_states {
-            1.0 / self.per_request_rate
-        } else {
-            f64::from(concurrency) / self.top_rate
-        }
+    fn service_s(&self) -> f64 {
+        self.service_phases_s.0 + self.service_phases_s.1
     }
 
     /// Mean response time of accepted requests (Little's law).
     pub(crate) fn mean_response(&self) -> f64 {
         let x = self.throughput();
-        if x > 0.0 {
-            self.mean_number / x
-        } else {
-            self.service_time_at(1)
-        }
+        if x > 0.0 { self.mean_number / x } else { self.service_s() }
     }
 
-    /// Probability that an accepted arrival has to queue (all `concurrency_limit` slots busy).
+    /// Probability that an accepted arrival has to queue (all slots busy).
     pub(crate) fn wait_probability(&self) -> f64 {
         if self.arrival_rate == 0.0 || self.concurrency_limit == self.capacity {
             return 0.0;
         }
-        let (first, last) = self.queue_offsets();
-        let ln_mass = self.ln_prob_linear_top + ln_geometric_sum(self.ln_ratio, first, last);
+        let last = u64::from(self.capacity - self.concurrency_limit) - 1;
+        let ln_mass = self.ln_prob_limit + ln_geometric_sum(self.ln_ratio, 0, last);
         (ln_mass.exp() / (1.0 - self.prob_full)).clamp(0.0, 1.0)
     }
 
-    /// Offsets above s of the states where an arrival queues: c..K−1.
-    fn queue_offsets(&self) -> (u64, u64) {
-        let s = u64::from(self.linear_states);
-        (
-            u64::from(self.concurrency_limit) - s,
-            u64::from(self.capacity) - 1 - s,
-        )
+    fn service_survival(&self, t: f64) -> f64 {
+        let (a, b) = self.service_phases_s;
+        if a == 0.0 || b == 0.0 {
+            (-t / (a + b)).exp()
+        } else {
+            hypoexponential_survival(1.0 / a, 1.0 / b, t)
+        }
     }
 
     /// P(response > t) for an accepted arrival (Poisson arrivals see time averages).
@@ -146,47 +118,37 @@ impl SaturatingChain {
         if t <= 0.0 {
             return 1.0;
         }
-        if self.arrival_rate == 0.0 {
-            return (-t / self.service_time_at(1)).exp();
-        }
-        let s = u64::from(self.linear_states);
-        let c = u64::from(self.concurrency_limit);
-        // States below s: served at the unloaded rate.
-        let mut total = self.ln_head_below.exp() * (-self.per_request_rate * t).exp();
-        // States s..c−1: admitted at once, slowed by CPU contention.
-        if c > s {
-            let top = self.top_rate;
-            total += self.sum_over_geometric(0, c - 1 - s, |j| {
-                (-t * top / (s + j + 1) as f64).exp()
-            });
-        }
-        // States c..K−1: wait for n−c+1 departures, then the service at full concurrency.
-        if self.concurrency_limit < self.capacity {
-            let (first, last) = self.queue_offsets();
-            let alpha = self.top_rate;
-            let beta = self.top_rate / c as f64;
-            total += self.sum_over_geometric(first, last, |j| {
-                erlang_plus_exp_survival(j - first + 1, alpha, beta, t)
-            });
+        let served_at_once = if self.arrival_rate == 0.0 {
+            1.0
+        } else {
+            self.ln_prob_below_limit.exp()
+        };
+        let mut total = served_at_once * self.service_survival(t);
+        // Arrivals at n ≥ c wait for n−c+1 departures at rate c·μ; their service is taken
+        // as exponential, since the wait dominates there.
+        if self.arrival_rate > 0.0 && self.concurrency_limit < self.capacity {
+            let mu = 1.0 / self.service_s();
+            let alpha = f64::from(self.concurrency_limit) * mu;
+            let last = u64::from(self.capacity - self.concurrency_limit) - 1;
+            total += self.sum_over_queue(last, |j| erlang_plus_exp_survival(j + 1, alpha, mu, t));
         }
         (total / (1.0 - self.prob_full)).clamp(0.0, 1.0)
     }
 
-    /// Σ_{j=first..=last} π(s+j)·f(j), skipping states whose combined mass is negligible.
-    fn sum_over_geometric(&self, first: u64, last: u64, f: impl Fn(u64) -> f64) -> f64 {
-        let ln_r = self.ln_ratio;
-        let ln_base = self.ln_prob_linear_top;
-        let (mut lo, mut hi) = (first, last);
-        // Mass beyond an index j decays like r^j/(1 − r): cut where that drops below NEGLIGIBLE_MASS.
+    /// Σ_{j=0..=last} π(c+j)·f(j), skipping states whose combined mass is negligible.
+    fn sum_over_queue(&self, last: u64, f: impl Fn(u64) -> f64) -> f64 {
+        let (ln_r, ln_base) = (self.ln_ratio, self.ln_prob_limit);
+        let (mut lo, mut hi) = (0, last);
+        // The mass beyond j is about r^j/(1 − r): cut where it falls below NEGLIGIBLE_MASS.
         if ln_r < -1e-9 {
             let cut = (NEGLIGIBLE_MASS.ln() - ln_base + ln_one_minus_exp(ln_r)) / ln_r;
             if cut.is_finite() && cut >= 0.0 && cut < hi as f64 {
-                hi = hi.min(cut.ceil() as u64).max(lo);
+                hi = cut.ceil() as u64;
             }
         } else if ln_r > 1e-9 {
             let ln_top = ln_base + hi as f64 * ln_r;
             let span = (NEGLIGIBLE_MASS.ln() - ln_top + ln_one_minus_exp(-ln_r)) / -ln_r;
-            if span.is_finite() && span >= 0.0 && span < (hi - lo) as f64 {
+            if span.is_finite() && span >= 0.0 && span < hi as f64 {
                 lo = hi - span.ceil() as u64;
             }
         }
@@ -200,28 +162,23 @@ impl SaturatingChain {
     }
 
     pub(crate) fn response_percentile(&self, quantile: f64) -> f64 {
-        percentile(
-            |t| self.response_survival(t),
-            quantile,
-            self.mean_response(),
-        )
+        percentile(|t| self.response_survival(t), quantile, self.mean_response())
     }
 
     /// π(n), for checks against the general solver.
     #[cfg(test)]
     pub(crate) fn probability(&self, n: u32) -> f64 {
-        let s = self.linear_states;
-        if n >= s {
-            return (self.ln_prob_linear_top + f64::from(n - s) * self.ln_ratio).exp();
+        let c = self.concurrency_limit;
+        if n >= c {
+            return (self.ln_prob_limit + f64::from(n - c) * self.ln_ratio).exp();
         }
-        let a = self.arrival_rate / self.per_request_rate;
-        let ln = self.ln_prob_linear_top + libm::lgamma(f64::from(s) + 1.0)
+        let a = self.arrival_rate * self.service_s();
+        let ln = self.ln_prob_limit + libm::lgamma(f64::from(c) + 1.0)
             - libm::lgamma(f64::from(n) + 1.0)
-            - f64::from(s - n) * a.ln();
+            - f64::from(c - n) * a.ln();
         ln.exp()
     }
 }
-
 /// ln B(s, a), falling back to a log-space recurrence where B underflows.
 fn ln_erlang_b(servers: u32, a: f64) -> f64 {
     let b = erlang_b_unchecked(servers, a);
