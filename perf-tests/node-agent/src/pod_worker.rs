@@ -54,6 +54,7 @@ struct Container {
     next_start: Option<Instant>,
     readiness: Option<ProbeTracker>,
     liveness: Option<ProbeTracker>,
+    terminating: bool,
     log_path: PathBuf,
 }
 
@@ -86,6 +87,7 @@ pub async fn run(
     loop {
         if worker.pod.metadata.deletion_timestamp.is_some() {
             let grace = worker.grace_period();
+            worker.begin_termination().await;
             worker.stop_all(grace).await;
             worker.report().await;
             worker.confirm_deletion().await;
@@ -158,6 +160,7 @@ impl PodWorker {
                     next_start,
                     readiness: None,
                     liveness: None,
+                    terminating: false,
                     log_path: pod_dir.join("logs").join(format!("{}.log", c.name)),
                 }
             })
@@ -267,6 +270,16 @@ impl PodWorker {
         }
     }
 
+    /// A terminating pod is not ready, whatever its probes said last; say so before the
+    /// grace period, not after it.
+    async fn begin_termination(&mut self) {
+        for c in &mut self.containers {
+            c.next_start = None;
+            c.terminating = true;
+        }
+        self.report().await;
+    }
+
     async fn stop_all(&mut self, grace: Duration) {
         let stops = self.containers.iter_mut().map(|c| async move {
             c.next_start = None;
@@ -304,8 +317,9 @@ impl PodWorker {
         if self.last_reported.as_ref() == Some(&status) {
             return;
         }
+
         // The uid makes the API server refuse the patch if the name now belongs to a new pod.
-        let patch = json!({"metadata": {"uid": self.pod.metadata.uid}, "status": status});
+        let patch = json!({"metadata": {"uid": self.pod.metadata.uid}, "status": with_explicit_nulls(status.clone())});
         match self
             .pods()
             .patch_status(
@@ -435,9 +449,24 @@ impl Container {
             state: self.state.clone(),
             last_termination: self.last_termination.clone(),
             restart_count: (self.starts - 1).max(0),
-            ready: running && self.readiness.as_ref().is_none_or(ProbeTracker::passing),
+            ready: running
+                && !self.terminating
+                && self.readiness.as_ref().is_none_or(ProbeTracker::passing),
         }
     }
+}
+
+/// A strategic merge patch keeps fields it does not mention, so a condition's reason and
+/// message must be sent as null to clear them when the condition turns True.
+fn with_explicit_nulls(mut status: Value) -> Value {
+    for condition in status["conditions"].as_array_mut().into_iter().flatten() {
+        if let Some(fields) = condition.as_object_mut() {
+            for key in ["reason", "message"] {
+                fields.entry(key).or_insert(Value::Null);
+            }
+        }
+    }
+    status
 }
 
 fn waiting(reason: &str, message: Option<String>) -> RunState {
