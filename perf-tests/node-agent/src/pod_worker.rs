@@ -330,6 +330,10 @@ impl PodWorker {
             .await
         {
             Ok(_) => self.last_reported = Some(status),
+            // Gone or replaced by a pod of the same name: the watch will say so.
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
+                tracing::debug!(pod = %self.pod_name(), code = e.code, "pod status not reported")
+            }
             Err(e) => tracing::warn!(pod = %self.pod_name(), error = %e, "reporting pod status"),
         }
     }
