@@ -49,6 +49,10 @@ async fn hosted_control_plane_rolls_one_apiserver() {
     let tested_load = client(Path::new(&env["ARAK_TESTED_LOAD_KUBECONFIG"])).await;
     let management = client(cluster.admin_kubeconfig()).await;
     identities_work_through_the_load_balancer(&tested_admin, &tested_load).await;
+    poll("Prometheus scrapes every tested component", || {
+        tested_targets_up(cluster.prometheus_url())
+    })
+    .await;
 
     let pods: Api<Pod> = Api::namespaced(management.clone(), &namespace);
     let mut before: HashMap<String, (String, ComponentPid)> = HashMap::new();
@@ -166,6 +170,23 @@ async fn identities_work_through_the_load_balancer(admin: &Client, load: &Client
             .iter()
             .any(|n| n.metadata.name.as_deref() == Some("kube-system"))
     );
+}
+
+/// Some(()) once `up` is 1 for the three apiservers, the controller-manager, the scheduler
+/// and the tested etcd that hosted-up registered with the management cluster's Prometheus.
+async fn tested_targets_up(prometheus_url: &str) -> Option<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = prometheus_url.strip_prefix("http://")?;
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    let query = "/api/v1/query?query=up%7Bjob%3D~%22tested-.%2A%22%7D";
+    let request = format!("GET {query} HTTP/1.0\r\nHost: {address}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let body: serde_json::Value = serde_json::from_str(response.split_once("\r\n\r\n")?.1).ok()?;
+    let results = body["data"]["result"].as_array()?;
+    let up = results.iter().filter(|r| r["value"][1] == "1").count();
+    (results.len() == 6 && up == 6).then_some(())
 }
 
 /// Replaces the `--max-requests-inflight` argument of the StatefulSet's container. The
