@@ -1,1 +1,16 @@
-fn main() {}
+//! arak: tunes a live Kubernetes control plane with queueing models.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("arak: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

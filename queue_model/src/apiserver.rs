@@ -95,8 +95,16 @@ pub struct ApiserverPrediction {
 impl ClassLoad {
     fn validate(&self, class: RequestClass) -> Result<()> {
         let (rate, cpu, other) = match class {
-            RequestClass::ReadOnly => ("read_only.arrival_rate", "read_only.cpu_s", "read_only.non_cpu_s"),
-            RequestClass::Mutating => ("mutating.arrival_rate", "mutating.cpu_s", "mutating.non_cpu_s"),
+            RequestClass::ReadOnly => (
+                "read_only.arrival_rate",
+                "read_only.cpu_s",
+                "read_only.non_cpu_s",
+            ),
+            RequestClass::Mutating => (
+                "mutating.arrival_rate",
+                "mutating.cpu_s",
+                "mutating.non_cpu_s",
+            ),
         };
         non_negative(rate, self.arrival_rate)?;
         non_negative(cpu, self.cpu_s)?;
@@ -127,8 +135,14 @@ impl ApiserverLoad {
 impl ApiserverSetting {
     pub fn validate(&self) -> Result<()> {
         positive("cores", self.cores)?;
-        at_least_one("read_only.concurrency_limit", self.read_only.concurrency_limit)?;
-        at_least_one("mutating.concurrency_limit", self.mutating.concurrency_limit)?;
+        at_least_one(
+            "read_only.concurrency_limit",
+            self.read_only.concurrency_limit,
+        )?;
+        at_least_one(
+            "mutating.concurrency_limit",
+            self.mutating.concurrency_limit,
+        )?;
         Ok(())
     }
 }
@@ -164,7 +178,12 @@ impl ClassModel {
         let phases = (load.cpu_s * cpu_slowdown, load.non_cpu_s);
         let capacity = limits.concurrency_limit.saturating_add(limits.queue_length);
         Self {
-            queue: LimitedQueue::new(load.arrival_rate, phases, limits.concurrency_limit, capacity),
+            queue: LimitedQueue::new(
+                load.arrival_rate,
+                phases,
+                limits.concurrency_limit,
+                capacity,
+            ),
             service_s: phases.0 + phases.1,
         }
     }
@@ -224,7 +243,8 @@ impl ApiserverModel {
             let x = cpu_slowdown(setting.cores, cpu_load);
             let ro = ClassModel::new(&load.read_only, &setting.read_only, x);
             let mu = ClassModel::new(&load.mutating, &setting.mutating, x);
-            let accepted = ro.throughput() * load.read_only.cpu_s + mu.throughput() * load.mutating.cpu_s;
+            let accepted =
+                ro.throughput() * load.read_only.cpu_s + mu.throughput() * load.mutating.cpu_s;
             (ro, mu, x, accepted)
         };
         let offered = load.read_only.cpu_demand_cores() + load.mutating.cpu_demand_cores();
@@ -249,7 +269,13 @@ impl ApiserverModel {
             solve_at(hi)
         };
         let (read_only, mutating, cpu_slowdown, cpu_used_cores) = solution;
-        Ok(Self { read_only, mutating, cpu_slowdown, cpu_used_cores, cores: setting.cores })
+        Ok(Self {
+            read_only,
+            mutating,
+            cpu_slowdown,
+            cpu_used_cores,
+            cores: setting.cores,
+        })
     }
 
     pub fn prediction(&self) -> ApiserverPrediction {
@@ -274,16 +300,30 @@ mod tests {
 
     fn load(ro_rate: f64, mu_rate: f64) -> ApiserverLoad {
         ApiserverLoad {
-            read_only: ClassLoad { arrival_rate: ro_rate, cpu_s: 0.004, non_cpu_s: 0.010 },
-            mutating: ClassLoad { arrival_rate: mu_rate, cpu_s: 0.008, non_cpu_s: 0.020 },
+            read_only: ClassLoad {
+                arrival_rate: ro_rate,
+                cpu_s: 0.004,
+                non_cpu_s: 0.010,
+            },
+            mutating: ClassLoad {
+                arrival_rate: mu_rate,
+                cpu_s: 0.008,
+                non_cpu_s: 0.020,
+            },
         }
     }
 
     fn setting(cores: f64, ro: u32, mu: u32, queue: u32) -> ApiserverSetting {
         ApiserverSetting {
             cores,
-            read_only: ClassLimits { concurrency_limit: ro, queue_length: queue },
-            mutating: ClassLimits { concurrency_limit: mu, queue_length: queue },
+            read_only: ClassLimits {
+                concurrency_limit: ro,
+                queue_length: queue,
+            },
+            mutating: ClassLimits {
+                concurrency_limit: mu,
+                queue_length: queue,
+            },
         }
     }
 
@@ -300,7 +340,10 @@ mod tests {
         assert!(enough.throughput <= cap * (1.0 + 1e-6) && huge.throughput <= cap * (1.0 + 1e-6));
         assert!(huge.throughput < enough.throughput * 1.1);
         // …and the extra concurrency shows up as latency.
-        assert!(huge.mean_response_s > 5.0 * enough.mean_response_s, "{huge:?} vs {enough:?}");
+        assert!(
+            huge.mean_response_s > 5.0 * enough.mean_response_s,
+            "{huge:?} vs {enough:?}"
+        );
     }
 
     #[test]
@@ -315,9 +358,16 @@ mod tests {
     #[test]
     fn a_lower_read_limit_shields_writes_from_a_read_flood() {
         // Reads ask for 12 cores of 4; their limit bounds how much they slow everything down.
-        let writes = |ro_limit| predict(&load(3000.0, 50.0), &setting(4.0, ro_limit, 100, 0)).unwrap().mutating;
+        let writes = |ro_limit| {
+            predict(&load(3000.0, 50.0), &setting(4.0, ro_limit, 100, 0))
+                .unwrap()
+                .mutating
+        };
         let (tight, loose) = (writes(50), writes(400));
-        assert!(tight.p99_response_s < loose.p99_response_s / 2.0, "{tight:?} vs {loose:?}");
+        assert!(
+            tight.p99_response_s < loose.p99_response_s / 2.0,
+            "{tight:?} vs {loose:?}"
+        );
         assert!(tight.rejection_probability <= loose.rejection_probability);
     }
 
@@ -333,13 +383,19 @@ mod tests {
 
     #[test]
     fn invalid_settings_name_the_field() {
-        let e = predict(&load(1.0, 1.0), &setting(0.0, 1, 1, 0)).unwrap_err().to_string();
+        let e = predict(&load(1.0, 1.0), &setting(0.0, 1, 1, 0))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cores"), "{e}");
-        let e = predict(&load(1.0, 1.0), &setting(1.0, 0, 1, 0)).unwrap_err().to_string();
+        let e = predict(&load(1.0, 1.0), &setting(1.0, 0, 1, 0))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("read_only.concurrency_limit"), "{e}");
         let mut bad = load(1.0, 1.0);
         bad.mutating.cpu_s = f64::NAN;
-        let e = predict(&bad, &setting(1.0, 1, 1, 0)).unwrap_err().to_string();
+        let e = predict(&bad, &setting(1.0, 1, 1, 0))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mutating.cpu_s"), "{e}");
     }
 }

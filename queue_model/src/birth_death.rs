@@ -78,13 +78,21 @@ pub fn solve(
         }
         mean_number += f64::from(n) * p;
     }
-    let rejection_probability = if offered > 0.0 { 1.0 - accepted / offered } else { 0.0 };
+    let rejection_probability = if offered > 0.0 {
+        1.0 - accepted / offered
+    } else {
+        0.0
+    };
     Ok(StationaryDistribution {
         probabilities,
         throughput: accepted,
         rejection_probability: rejection_probability.clamp(0.0, 1.0),
         mean_number,
-        mean_response_s: if accepted > 0.0 { mean_number / accepted } else { 0.0 },
+        mean_response_s: if accepted > 0.0 {
+            mean_number / accepted
+        } else {
+            0.0
+        },
     })
 }
 

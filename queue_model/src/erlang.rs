@@ -55,7 +55,10 @@ mod tests {
             }
             let direct = term / sum;
             let b = erlang_b(c, a).unwrap();
-            assert!((b - direct).abs() / direct < 1e-12, "c={c} a={a}: {b} vs {direct}");
+            assert!(
+                (b - direct).abs() / direct < 1e-12,
+                "c={c} a={a}: {b} vs {direct}"
+            );
         }
     }
 
@@ -79,6 +82,11 @@ mod tests {
         let err = erlang_b(3, -1.0).unwrap_err().to_string();
         assert!(err.contains("offered_load"), "{err}");
         assert!(erlang_c(3, f64::NAN).is_err());
-        assert!(erlang_c(0, 1.0).unwrap_err().to_string().contains("servers"));
+        assert!(
+            erlang_c(0, 1.0)
+                .unwrap_err()
+                .to_string()
+                .contains("servers")
+        );
     }
 }

@@ -7,9 +7,9 @@
 
 pub mod apiserver;
 pub mod birth_death;
-mod limited_queue;
 mod erlang;
 mod error;
+mod limited_queue;
 pub mod mmc;
 pub mod mmck;
 mod poisson;

@@ -6,8 +6,7 @@
 //! space, so any capacity (10⁵ states and more) costs O(c) and never overflows. A service
 //! time may have two exponential phases (CPU, then the rest), which shapes percentiles.
 
-use crate::erlang::erlang_b_unchecked;
-use crate::poisson::ln_one_minus_exp;
+use crate::poisson::{self, ln_one_minus_exp};
 use crate::response_time::{erlang_plus_exp_survival, hypoexponential_survival, percentile};
 
 /// Probability mass below which states are left out of response-time sums.
@@ -91,7 +90,11 @@ impl LimitedQueue {
     /// Mean response time of accepted requests (Little's law).
     pub(crate) fn mean_response(&self) -> f64 {
         let x = self.throughput();
-        if x > 0.0 { self.mean_number / x } else { self.service_s() }
+        if x > 0.0 {
+            self.mean_number / x
+        } else {
+            self.service_s()
+        }
     }
 
     /// Probability that an accepted arrival has to queue (all slots busy).
@@ -162,7 +165,11 @@ impl LimitedQueue {
     }
 
     pub(crate) fn response_percentile(&self, quantile: f64) -> f64 {
-        percentile(|t| self.response_survival(t), quantile, self.mean_response())
+        percentile(
+            |t| self.response_survival(t),
+            quantile,
+            self.mean_response(),
+        )
     }
 
     /// π(n), for checks against the general solver.
@@ -179,24 +186,11 @@ impl LimitedQueue {
         ln.exp()
     }
 }
-/// ln B(s, a), falling back to a log-space recurrence where B underflows.
+/// ln B(c, a) = ln P(N = c) − ln P(N ≤ c) for N ~ Poisson(a): Erlang B without the O(c)
+/// recurrence, in log space so it never underflows.
 fn ln_erlang_b(servers: u32, a: f64) -> f64 {
-    let b = erlang_b_unchecked(servers, a);
-    if b > 1e-280 {
-        return b.ln();
-    }
-    // 1/B(k) = 1 + (k/a)·1/B(k−1), carried as its logarithm.
-    let ln_a = a.ln();
-    let mut ln_inverse = 0.0f64;
-    for k in 1..=servers {
-        let x = f64::from(k).ln() - ln_a + ln_inverse;
-        ln_inverse = if x > 0.0 {
-            x + (-x).exp().ln_1p()
-        } else {
-            x.exp().ln_1p()
-        };
-    }
-    -ln_inverse
+    let c = u64::from(servers);
+    poisson::ln_pmf(c, a) - poisson::ln_lower(c, a)
 }
 
 fn log_add_exp(x: f64, y: f64) -> f64 {
@@ -257,7 +251,10 @@ mod tests {
             for &(from, to) in &[(0u64, 0u64), (1, 10), (3, 200)] {
                 let direct: f64 = (from..=to).map(|j| r.powi(j as i32)).sum();
                 let got = ln_geometric_sum(r.ln(), from, to).exp();
-                assert!((got - direct).abs() / direct < 1e-12, "r={r} {from}..{to}: {got} vs {direct}");
+                assert!(
+                    (got - direct).abs() / direct < 1e-12,
+                    "r={r} {from}..{to}: {got} vs {direct}"
+                );
             }
         }
     }
@@ -275,14 +272,30 @@ mod tests {
                     den += w;
                 }
                 let got = truncated_geometric_mean(r.ln(), m);
-                assert!((got - num / den).abs() / (num / den) < 1e-10, "r={r} m={m}: {got} vs {}", num / den);
+                assert!(
+                    (got - num / den).abs() / (num / den) < 1e-10,
+                    "r={r} m={m}: {got} vs {}",
+                    num / den
+                );
             }
         }
     }
 
     #[test]
     fn erlang_b_in_log_space_agrees_where_both_work_and_survives_underflow() {
-        assert!((ln_erlang_b(50, 20.0) - erlang_b_unchecked(50, 20.0).ln()).abs() < 1e-10);
+        for &(c, a) in &[
+            (1u32, 0.3f64),
+            (50, 20.0),
+            (100, 90.0),
+            (100, 130.0),
+            (5000, 4990.0),
+        ] {
+            let plain = crate::erlang::erlang_b_unchecked(c, a).ln();
+            assert!(
+                (ln_erlang_b(c, a) - plain).abs() < 1e-9 * plain.abs().max(1.0),
+                "c={c} a={a}"
+            );
+        }
         let deep = ln_erlang_b(2000, 1.0);
         assert!(deep.is_finite() && deep < -10_000.0, "{deep}");
     }

@@ -150,7 +150,11 @@ mod tests {
         let q = Mmc::new(90.0, 1.0, 100).unwrap();
         assert!((q.response_survival(m.p50_response_s) - 0.5).abs() < 1e-9);
         assert!((q.response_survival(m.p99_response_s) - 0.01).abs() < 1e-9);
-        assert!(close(m.p99_response_s, 4.628_988_756, 1e-6), "{}", m.p99_response_s);
+        assert!(
+            close(m.p99_response_s, 4.628_988_756, 1e-6),
+            "{}",
+            m.p99_response_s
+        );
     }
 
     #[test]
@@ -159,17 +163,34 @@ mod tests {
         let q = Mmc::new(3.0, 4.0, 1).unwrap();
         let m = q.metrics();
         assert!(close(m.mean_response_s, 1.0, 1e-12));
-        assert!(close(m.p99_response_s, 100f64.ln(), 1e-9), "{}", m.p99_response_s);
+        assert!(
+            close(m.p99_response_s, 100f64.ln(), 1e-9),
+            "{}",
+            m.p99_response_s
+        );
         assert!(close(m.p_wait, 0.75, 1e-12));
     }
 
     #[test]
     fn unstable_and_invalid_inputs_are_refused() {
-        assert!(matches!(Mmc::new(100.0, 1.0, 100), Err(QueueModelError::Unstable { .. })));
+        assert!(matches!(
+            Mmc::new(100.0, 1.0, 100),
+            Err(QueueModelError::Unstable { .. })
+        ));
         let e = Mmc::new(1.0, -1.0, 3).unwrap_err().to_string();
         assert!(e.contains("service_rate"), "{e}");
-        assert!(Mmc::new(1.0, 1.0, 0).unwrap_err().to_string().contains("servers"));
-        assert!(Mmc::new(f64::NAN, 1.0, 2).unwrap_err().to_string().contains("arrival_rate"));
+        assert!(
+            Mmc::new(1.0, 1.0, 0)
+                .unwrap_err()
+                .to_string()
+                .contains("servers")
+        );
+        assert!(
+            Mmc::new(f64::NAN, 1.0, 2)
+                .unwrap_err()
+                .to_string()
+                .contains("arrival_rate")
+        );
         let q = Mmc::new(1.0, 1.0, 2).unwrap();
         assert!(q.response_percentile(1.0).is_err());
     }

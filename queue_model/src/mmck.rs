@@ -2,8 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{
+    Result, at_least_one, capacity_at_least_servers, non_negative, open_unit, positive,
+};
 use crate::limited_queue::LimitedQueue;
-use crate::error::{Result, at_least_one, capacity_at_least_servers, non_negative, open_unit, positive};
 
 /// An M/M/c/K queue with FCFS service.
 #[derive(Debug, Clone)]
@@ -75,7 +77,8 @@ impl Mmck {
         MmckMetrics {
             p_block: self.blocking_probability(),
             throughput,
-            utilization: throughput / (f64::from(self.servers) * self.service_rate),
+            // Rounding in 1 − p_block can put a saturated system a hair above 1.
+            utilization: (throughput / (f64::from(self.servers) * self.service_rate)).min(1.0),
             p_wait: self.chain.wait_probability(),
             mean_number: self.chain.mean_number(),
             mean_response_s: self.mean_response(),
@@ -100,10 +103,18 @@ mod tests {
         // λ=9, μ=1, c=10, K=15, computed independently by summing the states in Python and
         // convolving the Erlang wait with the exponential service numerically.
         let m = Mmck::new(9.0, 1.0, 10, 15).unwrap().metrics();
-        assert!(close(m.p_block, 0.061_258_761_825_664, 1e-10), "{}", m.p_block);
+        assert!(
+            close(m.p_block, 0.061_258_761_825_664, 1e-10),
+            "{}",
+            m.p_block
+        );
         assert!(close(m.throughput, 8.448_671_143_569_024, 1e-10));
         assert!(close(m.mean_response_s, 1.126_276_633_376_537, 1e-10));
-        assert!(close(m.p99_response_s, 4.754_794_627, 1e-5), "{}", m.p99_response_s);
+        assert!(
+            close(m.p99_response_s, 4.754_794_627, 1e-5),
+            "{}",
+            m.p99_response_s
+        );
     }
 
     #[test]
@@ -112,7 +123,11 @@ mod tests {
         let b = crate::erlang_b(25, 20.0).unwrap();
         assert!(close(m.blocking_probability(), b, 1e-12));
         // No queue: the response is the exponential service alone.
-        assert!(close(m.response_percentile(0.99).unwrap(), 100f64.ln(), 1e-9));
+        assert!(close(
+            m.response_percentile(0.99).unwrap(),
+            100f64.ln(),
+            1e-9
+        ));
     }
 
     #[test]
@@ -122,7 +137,12 @@ mod tests {
         assert!(k.p_block < 1e-100);
         assert!(close(k.mean_response_s, c.mean_response_s, 1e-9));
         assert!(close(k.p_wait, c.p_wait, 1e-9));
-        assert!(close(k.p99_response_s, c.p99_response_s, 1e-7), "{} vs {}", k.p99_response_s, c.p99_response_s);
+        assert!(
+            close(k.p99_response_s, c.p99_response_s, 1e-7),
+            "{} vs {}",
+            k.p99_response_s,
+            c.p99_response_s
+        );
     }
 
     #[test]

@@ -99,9 +99,16 @@ mod tests {
             for k in [0u64, 1, 2, 5, 10, 40, 60, 150, 250] {
                 let cdf = direct_cdf(k, x);
                 let lower = ln_lower(k, x).exp();
-                assert!((lower - cdf).abs() < 1e-12 + 1e-10 * cdf, "P(N≤{k}; {x}): {lower} vs {cdf}");
+                assert!(
+                    (lower - cdf).abs() < 1e-12 + 1e-10 * cdf,
+                    "P(N≤{k}; {x}): {lower} vs {cdf}"
+                );
                 let upper = ln_upper(k + 1, x).exp();
-                assert!((upper - (1.0 - cdf)).abs() < 1e-12, "P(N>{k}; {x}): {upper} vs {}", 1.0 - cdf);
+                assert!(
+                    (upper - (1.0 - cdf)).abs() < 1e-12,
+                    "P(N>{k}; {x}): {upper} vs {}",
+                    1.0 - cdf
+                );
             }
         }
     }

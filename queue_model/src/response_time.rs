@@ -37,7 +37,11 @@ pub(crate) fn percentile(survival: impl Fn(f64) -> f64, quantile: f64, scale_s: 
         return 0.0;
     }
     let mut lo = 0.0;
-    let mut hi = if scale_s.is_finite() && scale_s > 0.0 { scale_s } else { 1.0 };
+    let mut hi = if scale_s.is_finite() && scale_s > 0.0 {
+        scale_s
+    } else {
+        1.0
+    };
     // 2^2000 overshoots any finite time: stop doubling there rather than loop forever.
     let mut doublings = 0;
     while survival(hi) > target {
@@ -82,9 +86,8 @@ mod tests {
         let (k, alpha, beta, t) = (4u64, 5.0f64, 2.0f64, 1.3f64);
         let n = 200_000;
         let h = t / n as f64;
-        let density = |s: f64| {
-            alpha.powi(4) * s.powi(3) * (-alpha * s).exp() / 6.0 * (-beta * (t - s)).exp()
-        };
+        let density =
+            |s: f64| alpha.powi(4) * s.powi(3) * (-alpha * s).exp() / 6.0 * (-beta * (t - s)).exp();
         let mut integral = 0.5 * (density(0.0) + density(t));
         for i in 1..n {
             integral += density(i as f64 * h);

@@ -73,19 +73,29 @@ impl SchedulerSetting {
 }
 
 /// The most pods per second the scheduler can place, and what limits it.
-pub fn capacity(load: &SchedulerLoad, setting: &SchedulerSetting) -> Result<(f64, SchedulerBottleneck)> {
+pub fn capacity(
+    load: &SchedulerLoad,
+    setting: &SchedulerSetting,
+) -> Result<(f64, SchedulerBottleneck)> {
     load.validate()?;
     setting.validate()?;
     let candidates = [
         (load.algorithm_rate, SchedulerBottleneck::Algorithm),
-        (setting.client_qps / load.requests_per_pod, SchedulerBottleneck::ClientQps),
-        (setting.apiserver_capacity / load.requests_per_pod, SchedulerBottleneck::ApiserverCapacity),
+        (
+            setting.client_qps / load.requests_per_pod,
+            SchedulerBottleneck::ClientQps,
+        ),
+        (
+            setting.apiserver_capacity / load.requests_per_pod,
+            SchedulerBottleneck::ApiserverCapacity,
+        ),
     ];
-    Ok(candidates
-        .into_iter()
-        .fold((f64::INFINITY, SchedulerBottleneck::Algorithm), |best, c| {
+    Ok(candidates.into_iter().fold(
+        (f64::INFINITY, SchedulerBottleneck::Algorithm),
+        |best, c| {
             if c.0 < best.0 { c } else { best }
-        }))
+        },
+    ))
 }
 
 /// Steady-state prediction; an arrival rate at or above capacity is an error.
@@ -112,7 +122,11 @@ pub fn predict(load: &SchedulerLoad, setting: &SchedulerSetting) -> Result<Sched
 /// Seconds to schedule `pods` created at once (a storm): the token bucket lets `burst`
 /// requests through at once and then `qps` per second, while the algorithm and the
 /// apiserver each impose their own rate; the slowest stage sets the time.
-pub fn storm_clear_time_s(load: &SchedulerLoad, setting: &SchedulerSetting, pods: u32) -> Result<f64> {
+pub fn storm_clear_time_s(
+    load: &SchedulerLoad,
+    setting: &SchedulerSetting,
+    pods: u32,
+) -> Result<f64> {
     capacity(load, setting)?;
     let requests = f64::from(pods) * load.requests_per_pod;
     let client = (requests - f64::from(setting.client_burst)).max(0.0) / setting.client_qps;
@@ -126,11 +140,19 @@ mod tests {
     use super::*;
 
     fn load(rate: f64) -> SchedulerLoad {
-        SchedulerLoad { pod_arrival_rate: rate, algorithm_rate: 300.0, requests_per_pod: 1.0 }
+        SchedulerLoad {
+            pod_arrival_rate: rate,
+            algorithm_rate: 300.0,
+            requests_per_pod: 1.0,
+        }
     }
 
     fn setting(qps: f64, burst: u32) -> SchedulerSetting {
-        SchedulerSetting { client_qps: qps, client_burst: burst, apiserver_capacity: f64::INFINITY }
+        SchedulerSetting {
+            client_qps: qps,
+            client_burst: burst,
+            apiserver_capacity: f64::INFINITY,
+        }
     }
 
     #[test]
@@ -146,8 +168,15 @@ mod tests {
 
     #[test]
     fn apiserver_capacity_can_bind() {
-        let s = SchedulerSetting { client_qps: 500.0, client_burst: 1000, apiserver_capacity: 120.0 };
-        let l = SchedulerLoad { requests_per_pod: 2.0, ..load(10.0) };
+        let s = SchedulerSetting {
+            client_qps: 500.0,
+            client_burst: 1000,
+            apiserver_capacity: 120.0,
+        };
+        let l = SchedulerLoad {
+            requests_per_pod: 2.0,
+            ..load(10.0)
+        };
         let (cap, b) = capacity(&l, &s).unwrap();
         assert_eq!(b, SchedulerBottleneck::ApiserverCapacity);
         assert!((cap - 60.0).abs() < 1e-12);
@@ -161,8 +190,13 @@ mod tests {
 
     #[test]
     fn overload_and_bad_input_are_errors() {
-        assert!(matches!(predict(&load(60.0), &setting(50.0, 100)), Err(QueueModelError::Unstable { .. })));
-        let e = predict(&load(1.0), &setting(-5.0, 1)).unwrap_err().to_string();
+        assert!(matches!(
+            predict(&load(60.0), &setting(50.0, 100)),
+            Err(QueueModelError::Unstable { .. })
+        ));
+        let e = predict(&load(1.0), &setting(-5.0, 1))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("client_qps"), "{e}");
     }
 }

@@ -34,7 +34,11 @@ pub fn simulate_birth_death(
     for _ in 0..events {
         let n = in_system.len() as u32;
         let lambda = non_negative("arrival_rate", arrival_rate(n))?;
-        let mu = if n > 0 { non_negative("service_rate", service_rate(n))? } else { 0.0 };
+        let mu = if n > 0 {
+            non_negative("service_rate", service_rate(n))?
+        } else {
+            0.0
+        };
         let total = lambda + mu;
         if total == 0.0 {
             return Err(QueueModelError::InvalidArgument {
@@ -59,7 +63,11 @@ pub fn simulate_birth_death(
     }
     Ok(BirthDeathReport {
         mean_number: area / now.max(f64::MIN_POSITIVE),
-        rejection_rate: if arrivals > 0 { rejected as f64 / arrivals as f64 } else { 0.0 },
+        rejection_rate: if arrivals > 0 {
+            rejected as f64 / arrivals as f64
+        } else {
+            0.0
+        },
         throughput: responses.len() as f64 / now.max(f64::MIN_POSITIVE),
         mean_response_s: mean(&responses),
     })

@@ -101,7 +101,11 @@ fn validate(config: &SimConfig) -> Result<()> {
 pub fn simulate(config: &SimConfig) -> Result<SimReport> {
     validate(config)?;
     let mut rng = Pcg64Mcg::seed_from_u64(config.seed);
-    let mut states: Vec<ClassState> = config.classes.iter().map(|_| ClassState::default()).collect();
+    let mut states: Vec<ClassState> = config
+        .classes
+        .iter()
+        .map(|_| ClassState::default())
+        .collect();
     let mut rates = vec![0.0; config.classes.len() * 3];
     let total_arrivals = config.warmup_arrivals + config.arrivals;
     let (mut now, mut arrivals_seen) = (0.0f64, 0u64);
@@ -109,12 +113,24 @@ pub fn simulate(config: &SimConfig) -> Result<SimReport> {
 
     while arrivals_seen < total_arrivals {
         let on_cpu: usize = states.iter().map(|s| s.on_cpu.len()).sum();
-        let share = if on_cpu as f64 > config.cores { config.cores / on_cpu as f64 } else { 1.0 };
+        let share = if on_cpu as f64 > config.cores {
+            config.cores / on_cpu as f64
+        } else {
+            1.0
+        };
         let mut total = 0.0;
         for (i, (class, state)) in config.classes.iter().zip(&states).enumerate() {
             rates[3 * i] = class.arrival_rate;
-            rates[3 * i + 1] = if class.cpu_s > 0.0 { state.on_cpu.len() as f64 * share / class.cpu_s } else { 0.0 };
-            rates[3 * i + 2] = if class.non_cpu_s > 0.0 { state.off_cpu.len() as f64 / class.non_cpu_s } else { 0.0 };
+            rates[3 * i + 1] = if class.cpu_s > 0.0 {
+                state.on_cpu.len() as f64 * share / class.cpu_s
+            } else {
+                0.0
+            };
+            rates[3 * i + 2] = if class.non_cpu_s > 0.0 {
+                state.off_cpu.len() as f64 / class.non_cpu_s
+            } else {
+                0.0
+            };
             total += rates[3 * i] + rates[3 * i + 1] + rates[3 * i + 2];
         }
         let dt: f64 = rng.sample::<f64, _>(Exp1) / total;
@@ -148,14 +164,19 @@ pub fn simulate(config: &SimConfig) -> Result<SimReport> {
                 let in_service = state.on_cpu.len() + state.off_cpu.len();
                 if in_service < class.concurrency_limit as usize {
                     start(class, state, now);
-                } else if class.queue_length.is_none_or(|q| state.queued.len() < q as usize) {
+                } else if class
+                    .queue_length
+                    .is_none_or(|q| state.queued.len() < q as usize)
+                {
                     state.queued.push_back(now);
                 } else if measure {
                     state.rejected += 1;
                 }
             }
             1 => {
-                let arrived = state.on_cpu.swap_remove(rng.random_range(0..state.on_cpu.len()));
+                let arrived = state
+                    .on_cpu
+                    .swap_remove(rng.random_range(0..state.on_cpu.len()));
                 if class.non_cpu_s > 0.0 {
                     state.off_cpu.push(arrived);
                 } else {
@@ -163,7 +184,9 @@ pub fn simulate(config: &SimConfig) -> Result<SimReport> {
                 }
             }
             _ => {
-                let arrived = state.off_cpu.swap_remove(rng.random_range(0..state.off_cpu.len()));
+                let arrived = state
+                    .off_cpu
+                    .swap_remove(rng.random_range(0..state.off_cpu.len()));
                 finish(class, state, arrived, now, measuring);
             }
         }
@@ -176,7 +199,11 @@ pub fn simulate(config: &SimConfig) -> Result<SimReport> {
         .map(|s| ClassReport {
             arrivals: s.arrivals,
             rejected: s.rejected,
-            rejection_rate: if s.arrivals > 0 { s.rejected as f64 / s.arrivals as f64 } else { 0.0 },
+            rejection_rate: if s.arrivals > 0 {
+                s.rejected as f64 / s.arrivals as f64
+            } else {
+                0.0
+            },
             throughput: s.responses.len() as f64 / simulated_s,
             mean_response_s: mean(&s.responses),
             p50_response_s: quantile(&mut s.responses, 0.5),

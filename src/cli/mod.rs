@@ -1,0 +1,37 @@
+//! The command line: one subcommand per stage, each runnable alone.
+
+mod model;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "arak",
+    version,
+    about = "Tunes a live Kubernetes control plane with queueing models"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Evaluate a queueing model: M/M/c, M/M/c/K, the apiserver or the scheduler.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Model(command) => model::run(command),
+    }
+}
