@@ -20,6 +20,8 @@ use crate::objects::{BodyTemplate, Naming, RUN_LABEL, collection_path, encode_se
 
 /// Requests setup and cleanup keep in flight at once.
 const SETUP_CONCURRENCY: usize = 16;
+/// Tries of a setup request the apiserver answers with 429.
+const SETUP_RETRIES: u32 = 20;
 
 /// How large the prepared world is.
 #[derive(Clone, Debug)]
@@ -167,16 +169,24 @@ async fn create_all(
             };
             let api = api.clone();
             tasks.spawn(async move {
-                api.call_ok(
-                    Method::POST,
-                    &path,
-                    JSON,
-                    body,
-                    timeout,
-                    &[StatusCode::CONFLICT],
-                )
-                .await
-                .map(|_| ())
+                // Setup is not what is measured: wait out APF rejections instead of failing.
+                for attempt in 1..=SETUP_RETRIES {
+                    let (status, _) = api
+                        .call_ok(
+                            Method::POST,
+                            &path,
+                            JSON,
+                            body.clone(),
+                            timeout,
+                            &[StatusCode::CONFLICT, StatusCode::TOO_MANY_REQUESTS],
+                        )
+                        .await?;
+                    if status != StatusCode::TOO_MANY_REQUESTS {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+                }
+                bail!("POST {path}: still HTTP 429 after {SETUP_RETRIES} tries")
             });
         }
         match tasks.join_next().await {
@@ -228,20 +238,22 @@ const PROTECTION_FINALIZERS: [&str; 2] = [
 pub async fn cleanup(
     api: &ApiClient,
     scope: &CleanupScope,
+    kinds: &[Resource],
     request_timeout: Duration,
     wait: Duration,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<CleanupSummary> {
     let selector = encode_selector(&scope.selector());
     let deadline = Instant::now() + wait;
     let unreachable_limit = Duration::from_secs(10);
     let mut last_reachable = Instant::now();
-    let mut deleted_first_round = 0usize;
+    let mut summary = CleanupSummary::default();
     let mut first_round = true;
     let mut collections_done = false;
     loop {
-        let leftovers = match list_leftovers(api, &selector, request_timeout).await {
-            Ok(l) => {
+        let leftovers = match list_leftovers(api, kinds, &selector, request_timeout).await {
+            Ok((l, unchecked)) => {
                 last_reachable = Instant::now();
+                summary.unchecked = unchecked;
                 l
             }
             Err(e) => {
@@ -258,11 +270,11 @@ pub async fn cleanup(
             }
         };
         if first_round {
-            deleted_first_round = leftovers.len();
+            summary.found = leftovers.len();
             first_round = false;
         }
         if leftovers.is_empty() {
-            return Ok(deleted_first_round);
+            return Ok(summary);
         }
         if Instant::now() > deadline {
             bail!(
@@ -292,20 +304,43 @@ pub async fn cleanup(
     }
 }
 
+/// What cleanup found and could not look at.
+#[derive(Debug, Default)]
+pub struct CleanupSummary {
+    /// Labelled objects present when cleanup started.
+    pub found: usize,
+    /// Kinds this identity may not list, with the apiserver's reason.
+    pub unchecked: Vec<(Resource, String)>,
+}
+
+/// Labelled objects of `kinds`, and the kinds the identity may not list (those are skipped:
+/// an identity that cannot list a kind cannot have created any of it either).
 async fn list_leftovers(
     api: &ApiClient,
+    kinds: &[Resource],
     selector: &str,
     timeout: Duration,
-) -> anyhow::Result<Vec<Leftover>> {
+) -> anyhow::Result<(Vec<Leftover>, Vec<(Resource, String)>)> {
     let mut out = Vec::new();
-    for resource in Resource::writable() {
+    let mut unchecked = Vec::new();
+    for &resource in kinds {
         let path = format!(
             "{}?labelSelector={selector}",
             collection_path(resource, None)
         );
-        let (_, body) = api
-            .call_ok(Method::GET, &path, JSON, Bytes::new(), timeout, &[])
+        let (status, body) = api
+            .call(Method::GET, &path, JSON, Bytes::new(), timeout)
             .await?;
+        if matches!(
+            status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
+        ) {
+            unchecked.push((resource, status_message(&body)));
+            continue;
+        }
+        if !status.is_success() {
+            bail!("GET {path}: HTTP {status}: {}", status_message(&body));
+        }
         let v: serde_json::Value = serde_json::from_slice(&body).context("decoding a list")?;
         for item in v["items"].as_array().into_iter().flatten() {
             let meta = &item["metadata"];
@@ -326,7 +361,7 @@ async fn list_leftovers(
             });
         }
     }
-    Ok(out)
+    Ok((out, unchecked))
 }
 
 async fn delete_collections(

@@ -13,6 +13,7 @@ mod objects;
 mod profile;
 mod report;
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use crate::arrivals::ArrivalProcess;
 use crate::cluster::{ApiClient, ConnectArgs};
 use crate::lifecycle::{CleanupScope, SetupPlan};
 use crate::load::{Load, Schedule};
-use crate::mix::{Mix, Verb};
+use crate::mix::{Mix, Resource, Verb};
 use crate::objects::Naming;
 use crate::profile::RateProfile;
 use crate::report::Report;
@@ -41,6 +42,8 @@ mod exit {
     pub const SETUP: u8 = 4;
     /// The run's objects could not all be removed.
     pub const CLEANUP: u8 = 5;
+    /// The report file could not be written (the report was still printed).
+    pub const REPORT: u8 = 6;
     /// Stopped by Ctrl-C (report and cleanup were still done).
     pub const INTERRUPTED: u8 = 130;
 }
@@ -132,6 +135,9 @@ struct RunArgs {
     /// Also write the JSON report to this file.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Leave the run's objects in place (remove them later with `stress-test cleanup --run-id`).
+    #[arg(long)]
+    keep: bool,
     /// How long cleanup may wait for the run's objects to disappear.
     #[arg(long, default_value = "120s", value_parser = parse_duration_arg)]
     cleanup_wait: Duration,
@@ -159,9 +165,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("stress_test=info,warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(
+                    // kube logs every failed request at error level; the report counts them.
+                    "warn,stress_test=info,kube_client::client::builder=off",
+                )
+            }),
         )
         .init();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -200,14 +211,42 @@ async fn async_main(cli: Cli) -> Result<u8, Failure> {
                 Some(id) => CleanupScope::Run(id),
                 None => CleanupScope::AllRuns,
             };
-            let removed = lifecycle::cleanup(&api, &scope, cli.run.timeout, wait)
+            let kinds: Vec<Resource> = Resource::writable().collect();
+            let summary = lifecycle::cleanup(&api, &scope, &kinds, cli.run.timeout, wait)
                 .await
                 .map_err(fail(exit::CLEANUP))?;
-            eprintln!("cleanup: removed {removed} labelled objects; none left");
+            report_cleanup(&summary);
             Ok(0)
         }
         None => run(cli.run, &cli.connect).await,
     }
+}
+
+fn report_cleanup(summary: &lifecycle::CleanupSummary) {
+    eprintln!(
+        "cleanup: removed {} labelled objects; none left",
+        summary.found
+    );
+    for (kind, why) in &summary.unchecked {
+        eprintln!("cleanup: could not check {kind}: {why}");
+    }
+}
+
+/// Kinds a run with `mix` may have created objects of.
+fn created_kinds(mix: &Mix) -> Vec<Resource> {
+    let mut kinds: Vec<Resource> = mix
+        .resources()
+        .into_iter()
+        .filter(|r| !r.is_read_only())
+        .collect();
+    kinds.push(Resource::Namespaces);
+    // The deployment controller makes ReplicaSets that carry the template's run label.
+    if kinds.contains(&Resource::Deployments) {
+        kinds.push(Resource::ReplicaSets);
+    }
+    kinds.sort();
+    kinds.dedup();
+    kinds
 }
 
 /// Builds the client and checks the apiserver answers, within seconds.
@@ -293,6 +332,7 @@ async fn run(args: RunArgs, connect_args: &ConnectArgs) -> Result<u8, Failure> {
         }
     });
     let scope = CleanupScope::Run(naming.run_id.clone());
+    let kinds = created_kinds(&mix);
     let total_weight = mix.total_weight();
     let delete_weight: f64 = mix
         .entries()
@@ -329,13 +369,15 @@ async fn run(args: RunArgs, connect_args: &ConnectArgs) -> Result<u8, Failure> {
     {
         Ok(load) => load,
         Err(e) => {
-            if let Err(ce) = lifecycle::cleanup(&api, &scope, args.timeout, args.cleanup_wait).await
-            {
-                eprintln!("error: cleanup after failed setup: {ce:#}");
-            }
-            return Err(fail(exit::SETUP)(
-                e.context("setup failed; its objects were removed"),
-            ));
+            let cleaned =
+                lifecycle::cleanup(&api, &scope, &kinds, args.timeout, args.cleanup_wait).await;
+            let e = match cleaned {
+                Ok(_) => e.context("setup failed (what it had created was removed)"),
+                Err(ce) => e.context(format!(
+                    "setup failed, and so did removing what it had created ({ce:#})"
+                )),
+            };
+            return Err(fail(exit::SETUP)(e));
         }
     };
     let load = Arc::new(prepared);
@@ -390,12 +432,20 @@ async fn run(args: RunArgs, connect_args: &ConnectArgs) -> Result<u8, Failure> {
         Output::Table => print!("{}", report.table()),
     }
 
-    tracing::info!("removing the run's objects");
-    if let Err(e) = lifecycle::cleanup(&api, &scope, args.timeout, args.cleanup_wait).await {
-        return Err(fail(exit::CLEANUP)(e));
+    if args.keep {
+        eprintln!(
+            "kept the run's objects; remove them with `stress-test cleanup --run-id {}`",
+            naming.run_id
+        );
+    } else {
+        tracing::info!("removing the run's objects");
+        match lifecycle::cleanup(&api, &scope, &kinds, args.timeout, args.cleanup_wait).await {
+            Ok(summary) => report_cleanup(&summary),
+            Err(e) => return Err(fail(exit::CLEANUP)(e)),
+        }
     }
     if let Some(e) = report_error {
-        return Err(fail(1)(e));
+        return Err(fail(exit::REPORT)(e));
     }
     Ok(if end.interrupted {
         exit::INTERRUPTED
