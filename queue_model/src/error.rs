@@ -57,7 +57,7 @@ pub(crate) fn at_least_one(name: &'static str, value: u32) -> Result<u32> {
 
 /// A probability strictly inside (0, 1), as percentiles need.
 pub(crate) fn open_unit(name: &'static str, value: f64) -> Result<f64> {
-    if !(value > 0.0 && value < 1.0) {
+    if value.is_nan() || value <= 0.0 || value >= 1.0 {
         return Err(invalid(name, value, "must lie strictly between 0 and 1"));
     }
     Ok(value)

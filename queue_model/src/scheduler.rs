@@ -61,7 +61,7 @@ impl SchedulerLoad {
 impl SchedulerSetting {
     fn validate(&self) -> Result<()> {
         positive("client_qps", self.client_qps)?;
-        if !(self.apiserver_capacity > 0.0) {
+        if self.apiserver_capacity.is_nan() || self.apiserver_capacity <= 0.0 {
             return Err(QueueModelError::InvalidArgument {
                 name: "apiserver_capacity",
                 value: self.apiserver_capacity,
