@@ -1,1 +1,4 @@
-//! Pure decisions: forecasting, calibration, the search over candidate settings and the safety rules. Not built yet (issue 6).
+//! Pure decisions: the [`snapshot::LoadSnapshot`] the load fetcher fills in, forecasting,
+//! calibration, the search over candidate settings and the safety rules. No I/O.
+
+pub mod snapshot;
