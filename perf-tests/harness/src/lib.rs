@@ -89,6 +89,7 @@ pub struct Cluster {
     apiserver_url: String,
     prometheus_url: String,
     tools_bin: PathBuf,
+    env: HashMap<String, String>,
     stopped: bool,
 }
 
@@ -152,6 +153,10 @@ impl Cluster {
                 .arg(options.nodes.to_string())
                 .arg("--base-port")
                 .arg(base_port.to_string())
+                // If this test process is killed, Drop never runs; the script's watchdog
+                // then stops the cluster.
+                .arg("--owner-pid")
+                .arg(std::process::id().to_string())
                 .env(
                     "ARAK_CLUSTER_TIMEOUT",
                     options.ready_timeout.as_secs().max(1).to_string(),
@@ -181,6 +186,7 @@ impl Cluster {
             apiserver_url: String::new(),
             prometheus_url: String::new(),
             tools_bin: PathBuf::new(),
+            env: HashMap::new(),
             stopped: false,
         };
         let output = run(
@@ -197,6 +203,7 @@ impl Cluster {
         cluster.base_port = get("ARAK_BASE_PORT")?
             .parse()
             .map_err(|_| Error::MissingEnv("ARAK_BASE_PORT"))?;
+        cluster.env = vars;
         Ok(cluster)
     }
 
@@ -234,28 +241,30 @@ impl Cluster {
         &self.tools_bin
     }
 
-    /// The processes the cluster script recorded, in no particular order.
+    /// Any variable `perf-tests/cluster env` printed, including the hosted layer's
+    /// `ARAK_TESTED_*` when started with [`ClusterOptions::hosted`].
+    pub fn env_var(&self, name: &str) -> Option<&str> {
+        self.env.get(name).map(String::as_str)
+    }
+
+    /// The processes the cluster script recorded (components in `pids/`, and the watchdog),
+    /// in no particular order.
     pub fn component_pids(&self) -> Result<Vec<ComponentPid>, Error> {
+        let io_error = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
         let dir = self.state_dir.join("pids");
-        let entries = std::fs::read_dir(&dir).map_err(|source| Error::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        let mut files = vec![self.state_dir.join("watchdog.pid")];
+        for entry in std::fs::read_dir(&dir).map_err(io_error(&dir))? {
+            files.push(entry.map_err(io_error(&dir))?.path());
+        }
         let mut pids = Vec::new();
-        for entry in entries {
-            let path = entry
-                .map_err(|source| Error::Io {
-                    path: dir.clone(),
-                    source,
-                })?
-                .path();
-            if path.extension().is_none_or(|e| e != "pid") {
+        for path in files {
+            if path.extension().is_none_or(|e| e != "pid") || !path.exists() {
                 continue;
             }
-            let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?;
+            let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
             let mut fields = text.split_whitespace();
             let Some(pid) = fields.next().and_then(|p| p.parse().ok()) else {
                 continue;

@@ -94,7 +94,10 @@ async fn loopback_cluster_up_check_down() {
 
     eprint!("{}", cluster.status().expect("cluster status"));
     let pids = cluster.component_pids().expect("reading recorded pids");
-    assert!(pids.len() >= 6, "expected six components, got {pids:?}");
+    assert!(
+        pids.len() >= 7,
+        "expected six components and the watchdog, got {pids:?}"
+    );
     assert!(
         pids.iter().all(|p| p.is_running()),
         "every recorded process runs before down: {pids:?}"
