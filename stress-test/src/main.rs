@@ -6,6 +6,7 @@
 
 mod arrivals;
 mod cluster;
+mod cpu;
 mod lifecycle;
 mod load;
 mod mix;
@@ -135,6 +136,10 @@ struct RunArgs {
     /// Also write the JSON report to this file.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Also measure this process's CPU during the load (the apiserver's pid), to compare with
+    /// the generator's own.
+    #[arg(long)]
+    watch_pid: Option<u32>,
     /// Leave the run's objects in place (remove them later with `stress-test cleanup --run-id`).
     #[arg(long)]
     keep: bool,
@@ -397,10 +402,12 @@ async fn run(args: RunArgs, connect_args: &ConnectArgs) -> Result<u8, Failure> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default();
+    let cpu_meter = cpu::CpuMeter::start(args.watch_pid);
     let end = load::run(load.clone(), &mix, &schedule, stop_rx).await;
 
     let (overall, by_verb, by_verb_resource) =
         report::build_rows(&load.entries(), &load.tallies(), end.elapsed);
+    let cpu = cpu_meter.finish(overall.sent);
     let report = Report {
         run_id: naming.run_id.clone(),
         apiserver: api.url.clone(),
@@ -413,6 +420,7 @@ async fn run(args: RunArgs, connect_args: &ConnectArgs) -> Result<u8, Failure> {
         max_inflight: args.max_inflight as usize,
         request_timeout_s: args.timeout.as_secs_f64(),
         interrupted: end.interrupted,
+        cpu,
         overall,
         by_verb,
         by_verb_resource,

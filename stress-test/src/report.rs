@@ -278,6 +278,9 @@ pub struct Report {
     pub max_inflight: usize,
     pub request_timeout_s: f64,
     pub interrupted: bool,
+    /// CPU used while the arrivals ran (Linux only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<crate::cpu::CpuReport>,
     pub overall: Row,
     pub by_verb: Vec<Row>,
     pub by_verb_resource: Vec<Row>,
@@ -384,6 +387,21 @@ impl Report {
                 .map(|(k, v)| format!("{k}: {v}"))
                 .collect();
             let _ = writeln!(out, "errors by cause: {}", causes.join(", "));
+        }
+        if let Some(cpu) = &self.cpu {
+            let _ = write!(
+                out,
+                "generator CPU {:.2} s ({:.1} ms per 1000 requests)",
+                cpu.generator_s, cpu.generator_ms_per_1000_requests
+            );
+            if let (Some(pid), Some(w)) = (cpu.watched_pid, cpu.watched_s) {
+                let _ = write!(
+                    out,
+                    "; pid {pid} CPU {w:.2} s; generator/pid {:.3}",
+                    cpu.generator_to_watched.unwrap_or(f64::NAN)
+                );
+            }
+            let _ = writeln!(out);
         }
         if self.overall.no_target > 0 {
             let _ = writeln!(
@@ -521,6 +539,7 @@ mod tests {
             max_inflight: 10,
             request_timeout_s: 5.0,
             interrupted: false,
+            cpu: None,
             overall,
             by_verb,
             by_verb_resource: rows,
