@@ -22,8 +22,22 @@ use kube::{Api, Client, Config};
 const WAIT: Duration = Duration::from_secs(180);
 const INFLIGHT_FLAG: &str = "--max-requests-inflight=";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hosted_control_plane_rolls_one_apiserver() {
+#[test]
+fn hosted_control_plane_rolls_one_apiserver() {
+    // hosted-up runs this very build of the agent instead of building one itself (which,
+    // outside `cargo test --workspace`'s feature set, would recompile its dependencies).
+    // SAFETY: this is the only test of this binary and no runtime has started yet, so no
+    // other thread reads or writes the environment.
+    unsafe { std::env::set_var("ARAK_NODE_AGENT", env!("CARGO_BIN_EXE_node-agent")) };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(rolls_one_apiserver());
+}
+
+async fn rolls_one_apiserver() {
     let started = Instant::now();
     let options = ClusterOptions {
         nodes: 1,
