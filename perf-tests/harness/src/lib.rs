@@ -143,7 +143,6 @@ impl Cluster {
 
         // Another process may grab a probed port before the cluster binds it; the script
         // refuses busy ports, so try a few blocks.
-        let mut last_error = Error::NoFreePorts;
         for attempt in 0..3 {
             let base_port = free_base_port(attempt)?;
             let state_dir = std::env::temp_dir()
@@ -166,13 +165,11 @@ impl Cluster {
             }
             match run(up, "perf-tests/cluster up") {
                 Ok(_) => return Self::from_env(perf_tests, state_dir).map(Outcome::Ready),
-                Err(Error::Script { output, .. }) if output.contains("is in use") => {
-                    last_error = Error::NoFreePorts;
-                }
+                Err(Error::Script { output, .. }) if output.contains("is in use") => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(last_error)
+        Err(Error::NoFreePorts)
     }
 
     fn from_env(perf_tests: PathBuf, state_dir: PathBuf) -> Result<Self, Error> {
