@@ -12,6 +12,10 @@
 //! M/M/c/K chain with service time T + D·x. The shape this gives: more concurrency raises
 //! throughput until the CPU saturates; past that it only raises x, hence latency.
 
+use std::collections::HashMap;
+
+use foldhash::fast::FixedState;
+
 use serde::{Deserialize, Serialize};
 
 use crate::erlang::{erlang_b_unchecked, erlang_c_from_b};
@@ -126,6 +130,18 @@ impl ClassLoad {
 }
 
 impl ApiserverLoad {
+    pub fn class(&self, class: RequestClass) -> &ClassLoad {
+        match class {
+            RequestClass::ReadOnly => &self.read_only,
+            RequestClass::Mutating => &self.mutating,
+        }
+    }
+
+    /// CPU cores both classes ask for: Σ λ·D.
+    pub fn offered_cpu_cores(&self) -> f64 {
+        self.read_only.cpu_demand_cores() + self.mutating.cpu_demand_cores()
+    }
+
     pub fn validate(&self) -> Result<()> {
         self.read_only.validate(RequestClass::ReadOnly)?;
         self.mutating.validate(RequestClass::Mutating)
@@ -241,41 +257,75 @@ impl ApiserverModel {
         setting.validate()?;
         let solve_at = |cpu_load: f64| {
             let x = cpu_slowdown(setting.cores, cpu_load);
-            let ro = ClassModel::new(&load.read_only, &setting.read_only, x);
-            let mu = ClassModel::new(&load.mutating, &setting.mutating, x);
-            let accepted =
-                ro.throughput() * load.read_only.cpu_s + mu.throughput() * load.mutating.cpu_s;
-            (ro, mu, x, accepted)
+            Self::from_classes(
+                load,
+                setting,
+                ClassModel::new(&load.read_only, &setting.read_only, x),
+                ClassModel::new(&load.mutating, &setting.mutating, x),
+                x,
+            )
         };
-        let offered = load.read_only.cpu_demand_cores() + load.mutating.cpu_demand_cores();
-        // The accepted load falls as the assumed load rises: bisect for the crossing.
-        let mut hi = offered.min(setting.cores * (1.0 - 1e-9));
+        let hi = load.offered_cpu_cores().min(setting.cores * (1.0 - 1e-9));
         let at_hi = solve_at(hi);
-        let solution = if at_hi.3 >= hi * (1.0 - 1e-9) {
-            at_hi
-        } else {
-            let mut lo = 0.0;
-            for _ in 0..200 {
-                let mid = 0.5 * (lo + hi);
-                if solve_at(mid).3 > mid {
-                    lo = mid;
-                } else {
-                    hi = mid;
+        if at_hi.accepts_all(hi) {
+            return Ok(at_hi);
+        }
+        // h(A) = accepted(A) − A falls from h(0) ≥ 0 to h(hi) < 0: find its root by false
+        // position with the Illinois step, which converges in a handful of solves where
+        // bisection needs dozens.
+        let (mut lo, mut h_lo) = (0.0, solve_at(0.0).cpu_used_cores);
+        let (mut hi, mut h_hi) = (hi, at_hi.cpu_used_cores - hi);
+        let mut kept_side = 0i8;
+        let mut root = hi;
+        for _ in 0..100 {
+            let a = (lo * h_hi - hi * h_lo) / (h_hi - h_lo);
+            let h = solve_at(a).cpu_used_cores - a;
+            root = a;
+            if h > 0.0 {
+                (lo, h_lo) = (a, h);
+                if kept_side == 1 {
+                    h_hi /= 2.0;
                 }
-                if hi - lo <= hi * 1e-10 {
-                    break;
+                kept_side = 1;
+            } else {
+                (hi, h_hi) = (a, h);
+                if kept_side == -1 {
+                    h_lo /= 2.0;
                 }
+                kept_side = -1;
             }
-            solve_at(hi)
-        };
-        let (read_only, mutating, cpu_slowdown, cpu_used_cores) = solution;
-        Ok(Self {
+            if h.abs() <= setting.cores * 1e-12 {
+                break;
+            }
+            if hi - lo <= hi * 1e-10 {
+                root = hi;
+                break;
+            }
+        }
+        Ok(solve_at(root))
+    }
+
+    fn from_classes(
+        load: &ApiserverLoad,
+        setting: &ApiserverSetting,
+        read_only: ClassModel,
+        mutating: ClassModel,
+        cpu_slowdown: f64,
+    ) -> Self {
+        let cpu_used_cores = read_only.throughput() * load.read_only.cpu_s
+            + mutating.throughput() * load.mutating.cpu_s;
+        Self {
             read_only,
             mutating,
             cpu_slowdown,
             cpu_used_cores,
             cores: setting.cores,
-        })
+        }
+    }
+
+    /// True when the load assumed for the slowdown is (to rounding) all accepted: the fixed point.
+    fn accepts_all(&self, assumed_cpu_load: f64) -> bool {
+        self.cpu_used_cores >= assumed_cpu_load * (1.0 - 1e-9)
     }
 
     pub fn prediction(&self) -> ApiserverPrediction {
@@ -292,6 +342,50 @@ impl ApiserverModel {
 /// Predicts latency, rejection and CPU for one setting.
 pub fn predict(load: &ApiserverLoad, setting: &ApiserverSetting) -> Result<ApiserverPrediction> {
     Ok(ApiserverModel::new(load, setting)?.prediction())
+}
+
+/// Evaluates many settings against one load, as a search over a grid does. Below CPU
+/// saturation the slowdown depends only on the cores, so a class's solution depends only on
+/// its limits and the cores: settings sharing those share one solve. Saturated settings,
+/// whose slowdown comes from a fixed point of their own, are solved afresh.
+#[derive(Debug)]
+pub struct Evaluator {
+    load: ApiserverLoad,
+    /// foldhash: the std SipHash cost more than a solve's lookup saves.
+    unsaturated: HashMap<(RequestClass, ClassLimits, u64), ClassModel, FixedState>,
+}
+
+impl Evaluator {
+    pub fn new(load: &ApiserverLoad) -> Result<Self> {
+        load.validate()?;
+        Ok(Self {
+            load: *load,
+            unsaturated: HashMap::default(),
+        })
+    }
+
+    pub fn evaluate(&mut self, setting: &ApiserverSetting) -> Result<ApiserverModel> {
+        setting.validate()?;
+        let offered = self.load.offered_cpu_cores();
+        if offered < setting.cores * (1.0 - 1e-9) {
+            let x = cpu_slowdown(setting.cores, offered);
+            let read_only = self.class_at(RequestClass::ReadOnly, &setting.read_only, x);
+            let mutating = self.class_at(RequestClass::Mutating, &setting.mutating, x);
+            let model = ApiserverModel::from_classes(&self.load, setting, read_only, mutating, x);
+            if model.accepts_all(offered) {
+                return Ok(model);
+            }
+        }
+        ApiserverModel::new(&self.load, setting)
+    }
+
+    fn class_at(&mut self, class: RequestClass, limits: &ClassLimits, x: f64) -> ClassModel {
+        let load = self.load.class(class);
+        self.unsaturated
+            .entry((class, *limits, x.to_bits()))
+            .or_insert_with(|| ClassModel::new(load, limits, x))
+            .clone()
+    }
 }
 
 #[cfg(test)]
@@ -379,6 +473,22 @@ mod tests {
         assert_eq!(cpu_slowdown(4.0, 4.0), f64::INFINITY);
         // Half a core: M/M/1 at speed 0.5, x = 1 / (0.5 − A).
         assert!((cpu_slowdown(0.5, 0.25) - 4.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_evaluator_gives_what_the_model_gives() {
+        let l = load(900.0, 120.0);
+        let mut evaluator = Evaluator::new(&l).unwrap();
+        for cores in [1.0, 2.5, 4.0] {
+            for (ro, mu, q) in [(10, 5, 0), (100, 50, 20), (400, 200, 50), (100, 50, 20)] {
+                let s = setting(cores, ro, mu, q);
+                assert_eq!(
+                    evaluator.evaluate(&s).unwrap().prediction(),
+                    predict(&l, &s).unwrap()
+                );
+            }
+        }
+        assert!(evaluator.evaluate(&setting(0.0, 1, 1, 0)).is_err());
     }
 
     #[test]

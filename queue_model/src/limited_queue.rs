@@ -132,10 +132,31 @@ impl LimitedQueue {
         if self.arrival_rate > 0.0 && self.concurrency_limit < self.capacity {
             let mu = 1.0 / self.service_s();
             let alpha = f64::from(self.concurrency_limit) * mu;
-            let last = u64::from(self.capacity - self.concurrency_limit) - 1;
-            total += self.sum_over_queue(last, |j| erlang_plus_exp_survival(j + 1, alpha, mu, t));
+            let queue_states = u64::from(self.capacity - self.concurrency_limit);
+            total += match self.unbounded_queue_drain_rate(alpha, queue_states) {
+                // Σ_j r^j·Erlang(j+1, α) = α·e^{−α(1−r)s}/… : the geometric mixture of
+                // Erlang waits is exactly an exponential wait, so the sum has a closed form.
+                Some(drain) => {
+                    let queued_mass = (self.ln_prob_limit - ln_one_minus_exp(self.ln_ratio)).exp();
+                    queued_mass * hypoexponential_survival(drain, mu, t)
+                }
+                None => self.sum_over_queue(queue_states - 1, |j| {
+                    erlang_plus_exp_survival(j + 1, alpha, mu, t)
+                }),
+            };
         }
         (total / (1.0 - self.prob_full)).clamp(0.0, 1.0)
+    }
+
+    /// The exponential rate of the wait, α(1 − r), when the queue may be taken as unbounded:
+    /// r < 1 and the mass beyond the last queue state, π(c)·r^m/(1 − r), is negligible.
+    fn unbounded_queue_drain_rate(&self, alpha: f64, queue_states: u64) -> Option<f64> {
+        if self.ln_ratio >= 0.0 {
+            return None;
+        }
+        let ln_beyond = self.ln_prob_limit + queue_states as f64 * self.ln_ratio
+            - ln_one_minus_exp(self.ln_ratio);
+        (ln_beyond < NEGLIGIBLE_MASS.ln()).then(|| alpha * -self.ln_ratio.exp_m1())
     }
 
     /// Σ_{j=0..=last} π(c+j)·f(j), skipping states whose combined mass is negligible.

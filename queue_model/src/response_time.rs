@@ -24,8 +24,21 @@ pub(crate) fn erlang_plus_exp_survival(k: u64, alpha: f64, beta: f64, t: f64) ->
 }
 
 /// P(Exp(a) + Exp(b) > t), the hypoexponential distribution of two phases.
+///
+/// With a ≥ b: e^{−bt}·(1 + b·(1 − e^{−(a−b)t})/(a − b)), written with expm1 so that it
+/// stays exact as a → b, where it becomes e^{−bt}·(1 + bt).
 pub(crate) fn hypoexponential_survival(a: f64, b: f64, t: f64) -> f64 {
-    erlang_plus_exp_survival(1, a.max(b), a.min(b), t)
+    if t <= 0.0 {
+        return 1.0;
+    }
+    let (fast, slow) = if a >= b { (a, b) } else { (b, a) };
+    let gap = fast - slow;
+    let spread = if gap * t < 1e-300 {
+        t
+    } else {
+        -(-gap * t).exp_m1() / gap
+    };
+    ((-slow * t).exp() * (1.0 + slow * spread)).clamp(0.0, 1.0)
 }
 
 /// The smallest t with survival(t) ≤ 1 − quantile, found by bracketing and bisection.
@@ -78,6 +91,23 @@ mod tests {
             let got = hypoexponential_survival(a, b, t);
             assert!((got - closed).abs() < 1e-13, "t={t}: {got} vs {closed}");
         }
+    }
+
+    #[test]
+    fn hypoexponential_agrees_with_the_erlang_form_and_at_equal_rates() {
+        for &(a, b, t) in &[
+            (5.0f64, 0.2f64, 3.0f64),
+            (0.2, 5.0, 0.7),
+            (1.0, 1.0 + 1e-9, 2.0),
+        ] {
+            let general = erlang_plus_exp_survival(1, a.max(b), a.min(b), t);
+            assert!(
+                (hypoexponential_survival(a, b, t) - general).abs() < 1e-9,
+                "{a} {b} {t}"
+            );
+        }
+        let equal = hypoexponential_survival(2.0, 2.0, 1.5);
+        assert!((equal - (-3.0f64).exp() * 4.0).abs() < 1e-14);
     }
 
     #[test]
