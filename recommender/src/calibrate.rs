@@ -1,0 +1,443 @@
+//! Calibration: what a request costs on one apiserver replica (CPU seconds by least squares
+//! of CPU on the per-class arrival rates, off-CPU time from latency at low load), and what
+//! the scheduler and controller-manager clients need. Thin or implausible data falls back
+//! to the policy's priors, and the confidence says so.
+
+use nalgebra::{DMatrix, DVector};
+use queue_model::apiserver::{ClassLimits, ClassLoad, ClassModel, cpu_slowdown};
+use queue_model::scheduler::SchedulerLoad;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{CalibrationPolicy, ClassPrior, ConfidenceLevel, Slo};
+use crate::snapshot::{ClientSample, ReplicaHistory, SchedulerSample};
+
+/// Above this condition number (columns scaled to unit length) the rates move too much
+/// together to tell the classes' costs apart.
+const MAX_CONDITION: f64 = 1e3;
+/// Off-CPU time above this is not believed (a stuck etcd, not a request cost).
+const MAX_NON_CPU_S: f64 = 10.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CalibrationMethod {
+    /// cpu = baseline + D_ro·λ_ro + D_mu·λ_mu fitted freely.
+    Regression,
+    /// The priors' ratio of D_ro to D_mu kept, their scale fitted, baseline from the policy.
+    ScaledPriors,
+    /// The policy's priors as they are.
+    Priors,
+}
+
+/// What requests cost on one apiserver replica.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiserverCalibration {
+    pub read_only: ClassPrior,
+    pub mutating: ClassPrior,
+    /// CPU used with no requests (watches, GC), cores; not available to the queues.
+    pub baseline_cpu_cores: f64,
+    pub method: CalibrationMethod,
+    pub samples: usize,
+    pub r_squared: Option<f64>,
+    pub confidence: ConfidenceLevel,
+    pub notes: Vec<String>,
+}
+
+impl ApiserverCalibration {
+    fn priors(policy: &CalibrationPolicy, samples: usize, note: String) -> Self {
+        Self {
+            read_only: policy.read_only,
+            mutating: policy.mutating,
+            baseline_cpu_cores: policy.baseline_cpu_cores,
+            method: CalibrationMethod::Priors,
+            samples,
+            r_squared: None,
+            confidence: ConfidenceLevel::Low,
+            notes: vec![note],
+        }
+    }
+}
+
+/// Calibrates one apiserver replica from its history; `cores` is the CPU it ran with.
+pub fn calibrate_apiserver(
+    history: Option<&ReplicaHistory>,
+    cores: f64,
+    policy: &CalibrationPolicy,
+) -> ApiserverCalibration {
+    let Some(h) = history else {
+        return ApiserverCalibration::priors(policy, 0, "no history: priors".into());
+    };
+    let rows: Vec<[f64; 3]> = (0..h.cpu_cores.len())
+        .filter_map(|t| {
+            let row = [
+                *h.read_only_rate.get(t)?.as_ref()?,
+                *h.mutating_rate.get(t)?.as_ref()?,
+                *h.cpu_cores.get(t)?.as_ref()?,
+            ];
+            row.iter()
+                .all(|v| v.is_finite() && *v >= 0.0)
+                .then_some(row)
+        })
+        .collect();
+    if rows.len() < policy.min_samples {
+        return ApiserverCalibration::priors(
+            policy,
+            rows.len(),
+            format!(
+                "{} usable samples < {}: priors",
+                rows.len(),
+                policy.min_samples
+            ),
+        );
+    }
+    let mut c = fit_cpu(&rows, policy);
+    let (ro, ro_note) = non_cpu_time(h, &h.read_only_p99_s, &c, cores, policy.read_only, true);
+    let (mu, mu_note) = non_cpu_time(h, &h.mutating_p99_s, &c, cores, policy.mutating, false);
+    c.read_only.non_cpu_s = ro;
+    c.mutating.non_cpu_s = mu;
+    for note in [ro_note, mu_note].into_iter().flatten() {
+        c.notes.push(note);
+        // Latency the model cannot be checked against makes its P99 a guess.
+        c.confidence = c.confidence.min(ConfidenceLevel::Medium);
+    }
+    c
+}
+
+fn fit_cpu(rows: &[[f64; 3]], policy: &CalibrationPolicy) -> ApiserverCalibration {
+    let n = rows.len();
+    let y = DVector::from_iterator(n, rows.iter().map(|r| r[2]));
+    let mean = y.mean();
+    let total: f64 = y.iter().map(|v| (v - mean).powi(2)).sum();
+    let r_squared = |predicted: &dyn Fn(&[f64; 3]) -> f64| {
+        let residual: f64 = rows.iter().map(|r| (r[2] - predicted(r)).powi(2)).sum();
+        if total > 0.0 {
+            (1.0 - residual / total).max(0.0)
+        } else {
+            0.0
+        }
+    };
+    let plausible = |d: f64| d >= policy.min_cpu_s && d <= policy.max_cpu_s;
+    let mut notes = Vec::new();
+
+    let x = DMatrix::from_fn(n, 3, |i, j| if j == 0 { 1.0 } else { rows[i][j - 1] });
+    let norms: Vec<f64> = (0..3).map(|j| x.column(j).norm()).collect();
+    if norms.iter().all(|v| *v > 0.0) {
+        let scaled = DMatrix::from_fn(n, 3, |i, j| x[(i, j)] / norms[j]);
+        let svd = scaled.svd(true, true);
+        let (max, min) = (svd.singular_values.max(), svd.singular_values.min());
+        let condition = if min > 0.0 { max / min } else { f64::INFINITY };
+        match svd.solve(&y, 1e-12) {
+            Ok(beta) if condition <= MAX_CONDITION => {
+                let (b0, d_ro, d_mu) = (beta[0] / norms[0], beta[1] / norms[1], beta[2] / norms[2]);
+                if b0 >= 0.0 && plausible(d_ro) && plausible(d_mu) {
+                    let r2 = r_squared(&|r| b0 + d_ro * r[0] + d_mu * r[1]);
+                    return ApiserverCalibration {
+                        read_only: ClassPrior {
+                            cpu_s: d_ro,
+                            non_cpu_s: policy.read_only.non_cpu_s,
+                        },
+                        mutating: ClassPrior {
+                            cpu_s: d_mu,
+                            non_cpu_s: policy.mutating.non_cpu_s,
+                        },
+                        baseline_cpu_cores: b0,
+                        method: CalibrationMethod::Regression,
+                        samples: n,
+                        r_squared: Some(r2),
+                        confidence: if r2 >= 0.7 {
+                            ConfidenceLevel::High
+                        } else {
+                            ConfidenceLevel::Medium
+                        },
+                        notes,
+                    };
+                }
+                notes.push(format!(
+                    "regression gave baseline {b0:.3} cores, D_ro {d_ro:.2e} s, D_mu {d_mu:.2e} s: implausible"
+                ));
+            }
+            _ => notes.push(format!(
+                "the class rates move together (condition {condition:.0}): their costs cannot be told apart"
+            )),
+        }
+    } else {
+        notes.push("a class had no requests in the whole history".into());
+    }
+
+    // One scale on the priors: needs only that requests were served at all.
+    let (p_ro, p_mu, b0) = (
+        policy.read_only.cpu_s,
+        policy.mutating.cpu_s,
+        policy.baseline_cpu_cores,
+    );
+    let work: f64 = rows.iter().map(|r| p_ro * r[0] + p_mu * r[1]).sum();
+    let used: f64 = rows.iter().map(|r| (r[2] - b0).max(0.0)).sum();
+    let scale = used / work;
+    if work > 0.0 && plausible(scale * p_ro) && plausible(scale * p_mu) {
+        let r2 = r_squared(&|r| b0 + scale * (p_ro * r[0] + p_mu * r[1]));
+        notes.push(format!("priors scaled by {scale:.3}"));
+        return ApiserverCalibration {
+            read_only: ClassPrior {
+                cpu_s: scale * p_ro,
+                non_cpu_s: policy.read_only.non_cpu_s,
+            },
+            mutating: ClassPrior {
+                cpu_s: scale * p_mu,
+                non_cpu_s: policy.mutating.non_cpu_s,
+            },
+            baseline_cpu_cores: b0,
+            method: CalibrationMethod::ScaledPriors,
+            samples: n,
+            r_squared: Some(r2),
+            confidence: ConfidenceLevel::Medium,
+            notes,
+        };
+    }
+    let mut priors = ApiserverCalibration::priors(policy, n, "no plausible fit: priors".into());
+    notes.append(&mut priors.notes);
+    priors.notes = notes;
+    priors
+}
+
+/// Off-CPU time T of a class: the T at which the model's P99 at low load (no queueing,
+/// the CPU as loaded then) equals the P99 measured then, found by bisection.
+fn non_cpu_time(
+    h: &ReplicaHistory,
+    p99: &[Option<f64>],
+    c: &ApiserverCalibration,
+    cores: f64,
+    prior: ClassPrior,
+    read_only: bool,
+) -> (f64, Option<String>) {
+    let class = if read_only { "readOnly" } else { "mutating" };
+    let mut low: Vec<(f64, f64, f64)> = (0..p99.len())
+        .filter_map(|t| {
+            let latency = (*p99.get(t)?)?;
+            let rate = if read_only {
+                (*h.read_only_rate.get(t)?)?
+            } else {
+                (*h.mutating_rate.get(t)?)?
+            };
+            let cpu = (*h.cpu_cores.get(t)?)?;
+            (latency.is_finite() && latency > 0.0 && rate > 0.0).then_some((cpu, rate, latency))
+        })
+        .collect();
+    if low.is_empty() {
+        return (
+            prior.non_cpu_s,
+            Some(format!("no {class} latency history: prior off-CPU time")),
+        );
+    }
+    // The least loaded third, by CPU in use: queueing there is least.
+    low.sort_by(|a, b| a.0.total_cmp(&b.0));
+    low.truncate(low.len().div_ceil(3));
+    let mid = low[low.len() / 2];
+    let (cpu_used, rate, measured) = mid;
+    let d = if read_only {
+        c.read_only.cpu_s
+    } else {
+        c.mutating.cpu_s
+    };
+    let usable = (cores - c.baseline_cpu_cores).max(1e-3);
+    let x = cpu_slowdown(
+        usable,
+        (cpu_used - c.baseline_cpu_cores).clamp(0.0, usable * 0.99),
+    );
+    let unlimited = ClassLimits {
+        concurrency_limit: 1_000_000,
+        queue_length: 0,
+    };
+    let p99_at = |t: f64| {
+        let load = ClassLoad {
+            arrival_rate: rate,
+            cpu_s: d,
+            non_cpu_s: t,
+        };
+        ClassModel::new(&load, &unlimited, x).response_percentile(0.99)
+    };
+    if p99_at(0.0) >= measured {
+        return (
+            0.0,
+            Some(format!(
+                "{class} P99 {measured:.4} s at low load is no more than its CPU time alone: off-CPU time 0"
+            )),
+        );
+    }
+    let (mut lo, mut hi) = (0.0, measured);
+    for _ in 0..50 {
+        let mid = 0.5 * (lo + hi);
+        if p99_at(mid) < measured {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let t = 0.5 * (lo + hi);
+    if t > MAX_NON_CPU_S {
+        return (
+            prior.non_cpu_s,
+            Some(format!(
+                "{class} off-CPU time {t:.1} s is implausible: prior"
+            )),
+        );
+    }
+    (t, None)
+}
+
+/// What the scheduler must do and what its writes cost, from the current window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerCalibration {
+    pub load: SchedulerLoad,
+    /// Requests waited on the client token bucket beyond the pod-startup budget.
+    pub throttled: bool,
+    pub notes: Vec<String>,
+}
+
+/// Pod demand counts the pending backlog, which must drain within the pod-startup SLO: a
+/// throttled scheduler binds no faster than its bucket allows, so bindings alone understate it.
+pub fn calibrate_scheduler(
+    sample: &SchedulerSample,
+    policy: &CalibrationPolicy,
+    slo: &Slo,
+) -> SchedulerCalibration {
+    let mut notes = Vec::new();
+    let binding = sample.binding_rate.filter(|r| r.is_finite() && *r >= 0.0);
+    let backlog: f64 = ["active", "backoff"]
+        .iter()
+        .filter_map(|q| sample.pending_pods.get(*q))
+        .sum();
+    if binding.is_none() {
+        notes.push("no binding rate: pod demand from the backlog alone".into());
+    }
+    let pod_arrival_rate = binding.unwrap_or(0.0) + backlog / slo.pod_startup_p99_s;
+    let requests_per_pod = match (sample.client.request_rate, binding) {
+        (Some(requests), Some(b)) if b > 0.1 && requests.is_finite() => {
+            (requests / b).clamp(1.0, 20.0)
+        }
+        _ => {
+            notes.push("too few bindings to measure requests per pod: prior".into());
+            policy.scheduler_requests_per_pod
+        }
+    };
+    let algorithm_rate = match sample.attempt_duration {
+        Some(d) if d.p50_s > 0.0 && d.p50_s.is_finite() => 1.0 / d.p50_s,
+        _ => {
+            notes.push("no attempt durations: prior algorithm rate".into());
+            policy.scheduler_algorithm_rate
+        }
+    };
+    SchedulerCalibration {
+        load: SchedulerLoad {
+            pod_arrival_rate,
+            algorithm_rate,
+            requests_per_pod,
+        },
+        throttled: throttled(&sample.client, slo),
+        notes,
+    }
+}
+
+/// Requests per second a controller-manager's client must let through. When it waits on
+/// its own bucket, the rate seen is what the bucket allowed, so the demand is at least
+/// the current QPS: the search then raises it a step per round until the waiting stops.
+pub fn client_demand(client: &ClientSample, current_qps: f64, slo: &Slo) -> f64 {
+    let seen = client
+        .request_rate
+        .filter(|r| r.is_finite() && *r >= 0.0)
+        .unwrap_or(0.0);
+    if throttled(client, slo) {
+        seen.max(current_qps)
+    } else {
+        seen
+    }
+}
+
+fn throttled(client: &ClientSample, slo: &Slo) -> bool {
+    client
+        .throttle_wait_p99_s
+        .is_some_and(|w| w > slo.client_throttle_p99_s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{Component, Replica};
+
+    fn history(rows: &[(f64, f64, f64)], p99: Option<(f64, f64)>) -> ReplicaHistory {
+        ReplicaHistory {
+            replica: Replica {
+                component: Component::Apiserver,
+                name: "apiserver-0".into(),
+                instance: "127.0.0.1:6443".into(),
+            },
+            read_only_rate: rows.iter().map(|r| Some(r.0)).collect(),
+            mutating_rate: rows.iter().map(|r| Some(r.1)).collect(),
+            cpu_cores: rows.iter().map(|r| Some(r.2)).collect(),
+            read_only_p99_s: rows.iter().map(|_| p99.map(|p| p.0)).collect(),
+            mutating_p99_s: rows.iter().map(|_| p99.map(|p| p.1)).collect(),
+            resident_memory_bytes: rows.iter().map(|_| Some(1e9)).collect(),
+        }
+    }
+
+    #[test]
+    fn regression_recovers_the_cpu_per_request() {
+        // cpu = 0.2 + 0.003·ro + 0.007·mu with rates that vary independently.
+        let rows: Vec<_> = (0..40)
+            .map(|t| {
+                let ro = 200.0 + 37.0 * f64::from(t % 7);
+                let mu = 50.0 + 11.0 * f64::from(t % 5);
+                (ro, mu, 0.2 + 0.003 * ro + 0.007 * mu)
+            })
+            .collect();
+        let c = calibrate_apiserver(
+            Some(&history(&rows, None)),
+            4.0,
+            &CalibrationPolicy::default(),
+        );
+        assert_eq!(c.method, CalibrationMethod::Regression);
+        assert!((c.read_only.cpu_s - 0.003).abs() < 1e-9, "{c:?}");
+        assert!((c.mutating.cpu_s - 0.007).abs() < 1e-9);
+        assert!((c.baseline_cpu_cores - 0.2).abs() < 1e-6);
+        // No latency history: the model's P99 is unchecked.
+        assert_eq!(c.confidence, ConfidenceLevel::Medium);
+    }
+
+    #[test]
+    fn collinear_rates_scale_the_priors_and_thin_data_uses_them() {
+        let rows: Vec<_> = (0..20)
+            .map(|t| {
+                let ro = 100.0 + 10.0 * f64::from(t);
+                (ro, ro / 4.0, 0.1 + 2.0 * (0.002 * ro + 0.005 * ro / 4.0))
+            })
+            .collect();
+        let policy = CalibrationPolicy::default();
+        let c = calibrate_apiserver(Some(&history(&rows, None)), 4.0, &policy);
+        assert_eq!(c.method, CalibrationMethod::ScaledPriors);
+        assert!((c.read_only.cpu_s - 0.004).abs() < 1e-9, "{c:?}");
+        let thin = calibrate_apiserver(Some(&history(&rows[..3], None)), 4.0, &policy);
+        assert_eq!(thin.method, CalibrationMethod::Priors);
+        assert_eq!(thin.confidence, ConfidenceLevel::Low);
+    }
+
+    #[test]
+    fn off_cpu_time_reproduces_the_low_load_p99() {
+        let rows: Vec<_> = (0..30)
+            .map(|t| {
+                let ro = 100.0 + 20.0 * f64::from(t % 6);
+                let mu = 20.0 + 5.0 * f64::from(t % 4);
+                (ro, mu, 0.1 + 0.002 * ro + 0.005 * mu)
+            })
+            .collect();
+        let c = calibrate_apiserver(
+            Some(&history(&rows, Some((0.1, 0.2)))),
+            4.0,
+            &CalibrationPolicy::default(),
+        );
+        assert_eq!(c.confidence, ConfidenceLevel::High, "{c:?}");
+        // P99 of D·x + T with T dominant is about ln(100)·T.
+        assert!(
+            c.read_only.non_cpu_s > 0.015 && c.read_only.non_cpu_s < 0.025,
+            "{c:?}"
+        );
+        assert!(c.mutating.non_cpu_s > 2.0 * c.read_only.non_cpu_s * 0.9);
+    }
+}

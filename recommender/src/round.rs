@@ -1,0 +1,927 @@
+//! One recommendation round: forecast → calibrate → search → safety, from a snapshot, the
+//! policy and the settings running now. A pure function of its inputs.
+
+use queue_model::apiserver::{
+    ApiserverLoad, ApiserverModel, ApiserverSetting, ClassLimits, ClassLoad,
+};
+use queue_model::mmc::Mmc;
+use queue_model::scheduler::{self, SchedulerLoad, SchedulerSetting};
+
+use crate::calibrate::{self, ApiserverCalibration};
+use crate::error::{RecommenderError, Result};
+use crate::forecast::{Forecast, forecast};
+use crate::memory::MemorySizing;
+use crate::policy::{
+    ClientBounds, ConfidenceLevel, KnobRange, LoadShare, Policy, ReplicaPlacement,
+};
+use crate::recommendation::{
+    ApiserverPrediction, ApiserverRecommendation, ClientPrediction, ClientRecommendation,
+    Recommendation, RunnerUp, Target,
+};
+use crate::safety::{Action, Situation, decide, step_box};
+use crate::search::{self, ApiserverProblem, Candidate, Constraint, Violation};
+use crate::setting::{ApiserverSettings, ClientSettings, CurrentSettings};
+use crate::snapshot::{
+    ApiserverSample, ClientSample, Component, LoadSnapshot, ProcessSample, ReplicaHistory, Severity,
+};
+
+/// Produces the round's recommendation. Errors only on inputs that contradict each other
+/// (current settings missing for a replica); data problems make it hold, with the reason.
+pub fn recommend(
+    snapshot: &LoadSnapshot,
+    policy: &Policy,
+    current: &CurrentSettings,
+) -> Result<Recommendation> {
+    let cur = CurrentOf::new(policy, current)?;
+    let mut missing = Vec::new();
+    let apiserver_samples: Vec<&ApiserverSample> = policy
+        .apiservers
+        .iter()
+        .filter_map(|p| {
+            let s = snapshot
+                .apiservers
+                .iter()
+                .find(|s| s.replica.name == p.name);
+            if s.is_none() {
+                missing.push(format!("apiserver `{}` is not in the snapshot", p.name));
+            }
+            s
+        })
+        .collect();
+    let scheduler = client_samples(
+        &policy.schedulers,
+        snapshot
+            .schedulers
+            .iter()
+            .map(|s| (s.replica.name.as_str(), &s.process, &s.client)),
+        "scheduler",
+        &mut missing,
+    );
+    let controller_manager = client_samples(
+        &policy.controller_managers,
+        snapshot
+            .controller_managers
+            .iter()
+            .map(|s| (s.replica.name.as_str(), &s.process, &s.client)),
+        "controller-manager",
+        &mut missing,
+    );
+    if !missing.is_empty() {
+        return Ok(hold_only(snapshot, policy, &cur, missing));
+    }
+
+    // Forecast and calibrate every apiserver on its own series.
+    let history_of = |name: &str| -> Option<&ReplicaHistory> {
+        snapshot
+            .history
+            .as_ref()?
+            .replicas
+            .iter()
+            .find(|h| h.replica.component == Component::Apiserver && h.replica.name == name)
+    };
+    let (step_s, window_steps) = match &snapshot.history {
+        Some(h) if h.step_s > 0.0 => (
+            h.step_s,
+            ((snapshot.window_s / h.step_s).round() as usize).max(1),
+        ),
+        _ => (snapshot.window_s.max(1.0), 1),
+    };
+    let mut per_replica = Vec::new();
+    let mut no_load = Vec::new();
+    for (placement, sample) in policy.apiservers.iter().zip(&apiserver_samples) {
+        let history = history_of(&placement.name);
+        let series = |from_history: fn(&ReplicaHistory) -> &Vec<Option<f64>>,
+                      latest: Option<f64>| {
+            match history {
+                Some(h) if h.read_only_rate.iter().flatten().next().is_some() => {
+                    forecast(from_history(h), step_s, window_steps, &policy.forecast)
+                }
+                _ => forecast(&[latest], step_s, 1, &policy.forecast),
+            }
+        };
+        let ro = series(|h| &h.read_only_rate, sample.read_only.arrival_rate);
+        let mu = series(|h| &h.mutating_rate, sample.mutating.arrival_rate);
+        if ro.samples == 0 || mu.samples == 0 {
+            no_load.push(format!(
+                "no request rates for apiserver `{}`",
+                placement.name
+            ));
+        }
+        let calibration = calibrate::calibrate_apiserver(
+            history,
+            cur.apiserver(&placement.name).cpu_cores,
+            &policy.calibration,
+        );
+        per_replica.push((ro, mu, calibration));
+    }
+    if !no_load.is_empty() {
+        return Ok(hold_only(snapshot, policy, &cur, no_load));
+    }
+
+    let mut notes = Vec::new();
+    let sched = scheduler
+        .as_ref()
+        .map(|s| plan_scheduler(s, policy, &cur, snapshot, &mut notes));
+    let cm = controller_manager
+        .as_ref()
+        .map(|s| plan_controller_manager(s, policy, &cur));
+    let client_qps = |current: bool| {
+        [&sched, &cm]
+            .iter()
+            .filter_map(|p| p.as_ref())
+            .map(|p| {
+                if current {
+                    p.current.client_qps
+                } else {
+                    p.recommended.client_qps
+                }
+            })
+            .sum::<f64>()
+    };
+    let (qps_recommended, qps_current) = (client_qps(false), client_qps(true));
+
+    // Apiservers: split the planned load, size each replica.
+    let shares = load_shares(policy, &per_replica);
+    let total_ro: f64 = per_replica.iter().map(|r| r.0.plan).sum();
+    let total_mu: f64 = per_replica.iter().map(|r| r.1.plan).sum();
+    let mut apiservers = Vec::new();
+    let mut outcomes = Vec::new();
+    let mut capacity = (0.0, 0.0);
+    let mut violation = (0.0, 0.0);
+    for (i, (placement, sample)) in policy.apiservers.iter().zip(&apiserver_samples).enumerate() {
+        let (ro, mu, calibration) = &per_replica[i];
+        let (ro_rps, mu_rps) = match policy.load_share {
+            LoadShare::NodeCpu => (shares[i] * total_ro, shares[i] * total_mu),
+            LoadShare::Observed => (ro.plan, mu.plan),
+        };
+        let current = *cur.apiserver(&placement.name);
+        let mut problem = apiserver_problem(
+            policy,
+            placement,
+            sample,
+            history_of(&placement.name),
+            calibration,
+            &current,
+            (ro_rps, mu_rps),
+            shares[i] * qps_recommended,
+        );
+        let outcome = problem.solve()?;
+        let recommended = describe(&problem, &outcome.best);
+        problem.required_mutating_capacity = shares[i] * qps_current;
+        let now = problem.check(&current)?;
+        let predicted_current = describe(&problem, &now);
+        capacity.0 += now.mutating_capacity_rps;
+        capacity.1 += outcome.best.mutating_capacity_rps;
+        violation.0 += now.total_violation();
+        violation.1 += outcome.best.total_violation();
+        apiservers.push(ApiserverRecommendation {
+            target: target(placement),
+            current,
+            recommended: outcome.best.settings,
+            predicted_current: Some(predicted_current),
+            predicted_recommended: Some(recommended),
+            binding: Some(outcome.binding),
+            planned_read_only_rps: Some(ro_rps),
+            planned_mutating_rps: Some(mu_rps),
+            forecast_read_only: Some(ro.clone()),
+            forecast_mutating: Some(mu.clone()),
+            calibration: Some(calibration.clone()),
+            evaluations: outcome.evaluations,
+        });
+        outcomes.push(outcome);
+    }
+
+    let mut schedulers = Vec::new();
+    let mut controller_managers = Vec::new();
+    if let Some(p) = &sched {
+        let load = p.scheduler_load.expect("a scheduler plan has its load");
+        let predict = |s: &ClientSettings, cap: f64| scheduler_prediction(&load, s, cap, policy);
+        let (now, next) = (
+            predict(&p.current, capacity.0),
+            predict(&p.recommended, capacity.1),
+        );
+        violation.0 += total(&now.violations);
+        violation.1 += total(&next.violations);
+        schedulers = p.replicas(policy, &policy.schedulers, &cur, now, next);
+    }
+    if let Some(p) = &cm {
+        let predict = |s: &ClientSettings| controller_manager_prediction(p.demand, s, policy);
+        let (now, next) = (predict(&p.current), predict(&p.recommended));
+        violation.0 += total(&now.violations);
+        violation.1 += total(&next.violations);
+        controller_managers = p.replicas(policy, &policy.controller_managers, &cur, now, next);
+    }
+
+    let cost_of = |pick: fn(&ApiserverRecommendation) -> &ApiserverSettings,
+                   pick_client: fn(&ClientRecommendation) -> &ClientSettings| {
+        apiservers
+            .iter()
+            .map(|a| policy.cost.cost(pick(a).cpu_cores, pick(a).memory_bytes))
+            .chain(schedulers.iter().chain(&controller_managers).map(|c| {
+                policy
+                    .cost
+                    .cost(pick_client(c).cpu_cores, pick_client(c).memory_bytes)
+            }))
+            .sum::<f64>()
+    };
+    let current_cost = cost_of(|a| &a.current, |c| &c.current);
+    let recommended_cost = cost_of(|a| &a.recommended, |c| &c.recommended);
+
+    let runner_up = apiservers
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(a, o)| {
+            let r = o.runner_up.as_ref()?;
+            Some(RunnerUp {
+                replica: a.target.name.clone(),
+                settings: r.settings,
+                cost: recommended_cost - o.best.cost + r.cost,
+            })
+        })
+        .min_by(|a, b| a.cost.total_cmp(&b.cost));
+    let binding_constraint = binding_summary(&apiservers, &schedulers, &controller_managers);
+
+    let mut confidence = ConfidenceLevel::High;
+    for (ro, mu, c) in &per_replica {
+        confidence = confidence.min(c.confidence);
+        if ro.samples < policy.calibration.min_samples
+            || mu.samples < policy.calibration.min_samples
+        {
+            // A forecast from a handful of points has no trustworthy interval.
+            confidence = confidence.min(ConfidenceLevel::Medium);
+        }
+    }
+    let changes = apiservers.iter().any(|a| a.current != a.recommended)
+        || schedulers
+            .iter()
+            .chain(&controller_managers)
+            .any(|c| c.current != c.recommended);
+    let situation = Situation {
+        blocking: blocking_findings(snapshot),
+        confidence,
+        time_unix_s: snapshot.time_unix_s,
+        last_change_unix_s: current.last_change_unix_s,
+        current_violation: violation.0,
+        recommended_violation: violation.1,
+        current_cost,
+        recommended_cost,
+        changes,
+    };
+    let (action, hold_reasons) = decide(&situation, policy);
+    if qps_recommended > capacity.1 {
+        notes.push(format!(
+            "client QPS {qps_recommended:.0} exceeds the apiservers' mutating capacity {:.0}/s",
+            capacity.1
+        ));
+    }
+    Ok(Recommendation {
+        time_unix_s: snapshot.time_unix_s,
+        action,
+        hold_reasons,
+        feasible: violation.1 == 0.0,
+        confidence,
+        binding_constraint,
+        current_cost: Some(current_cost),
+        recommended_cost: Some(recommended_cost),
+        runner_up,
+        client_qps_total: Some(qps_recommended),
+        apiserver_mutating_capacity_rps: Some(capacity.1),
+        apiservers,
+        schedulers,
+        controller_managers,
+        notes,
+    })
+}
+
+/// The current settings, checked to cover every replica of the policy.
+struct CurrentOf<'a>(&'a CurrentSettings);
+
+impl<'a> CurrentOf<'a> {
+    fn new(policy: &Policy, current: &'a CurrentSettings) -> Result<Self> {
+        let missing = |name: &str| RecommenderError::Current {
+            replica: name.into(),
+            reason: "no current settings for this replica of the policy".into(),
+        };
+        for p in &policy.apiservers {
+            current
+                .apiservers
+                .get(&p.name)
+                .ok_or_else(|| missing(&p.name))?;
+        }
+        for p in &policy.schedulers {
+            current
+                .schedulers
+                .get(&p.name)
+                .ok_or_else(|| missing(&p.name))?;
+        }
+        for p in &policy.controller_managers {
+            current
+                .controller_managers
+                .get(&p.name)
+                .ok_or_else(|| missing(&p.name))?;
+        }
+        Ok(Self(current))
+    }
+
+    fn apiserver(&self, name: &str) -> &'a ApiserverSettings {
+        &self.0.apiservers[name]
+    }
+
+    fn client(&self, component: Component, name: &str) -> &'a ClientSettings {
+        match component {
+            Component::Scheduler => &self.0.schedulers[name],
+            _ => &self.0.controller_managers[name],
+        }
+    }
+}
+
+/// One client replica's view in the snapshot.
+struct ClientView<'a> {
+    name: &'a str,
+    process: &'a ProcessSample,
+    client: &'a ClientSample,
+}
+
+fn client_samples<'a>(
+    placements: &[ReplicaPlacement],
+    samples: impl Iterator<Item = (&'a str, &'a ProcessSample, &'a ClientSample)> + Clone,
+    what: &str,
+    missing: &mut Vec<String>,
+) -> Option<Vec<ClientView<'a>>> {
+    if placements.is_empty() {
+        return None;
+    }
+    let mut views = Vec::new();
+    for p in placements {
+        match samples.clone().find(|s| s.0 == p.name) {
+            Some((name, process, client)) => views.push(ClientView {
+                name,
+                process,
+                client,
+            }),
+            None => missing.push(format!("{what} `{}` is not in the snapshot", p.name)),
+        }
+    }
+    Some(views)
+}
+
+/// A client component's plan: one QPS and burst for all its replicas, since any of them
+/// may become the leader; CPU and memory per replica within its node.
+struct ClientPlan {
+    component: Component,
+    current: ClientSettings,
+    recommended: ClientSettings,
+    /// CPU the leader needs at the planned demand, cores (before headroom).
+    cpu_needed: Option<f64>,
+    demand: f64,
+    scheduler_load: Option<SchedulerLoad>,
+    /// Peak resident memory of each replica, by name.
+    peaks: Vec<(String, Option<f64>)>,
+    notes: Vec<String>,
+}
+
+impl ClientPlan {
+    fn replicas(
+        &self,
+        policy: &Policy,
+        placements: &[ReplicaPlacement],
+        cur: &CurrentOf,
+        now: ClientPrediction,
+        next: ClientPrediction,
+    ) -> Vec<ClientRecommendation> {
+        let bounds = client_bounds(policy, self.component);
+        placements
+            .iter()
+            .map(|p| {
+                let current = *cur.client(self.component, &p.name);
+                let cpu_grid = step_box(
+                    current.cpu_cores,
+                    &within_node(&bounds.cpu_cores, p.node_allocatable.cpu_cores),
+                    &policy.step_limits,
+                );
+                let cpu_cores = match self.cpu_needed {
+                    Some(need) => cpu_grid
+                        .ceil(need / policy.max_cpu_utilization)
+                        .unwrap_or(cpu_grid.max),
+                    None => cpu_grid.ceil(current.cpu_cores).unwrap_or(cpu_grid.max),
+                };
+                let peak = self
+                    .peaks
+                    .iter()
+                    .find(|(name, _)| *name == p.name)
+                    .and_then(|(_, peak)| *peak);
+                let memory = MemorySizing {
+                    peak_bytes: peak,
+                    observed_inflight_max: 0.0,
+                    current_bytes: current.memory_bytes,
+                    grid: step_box(
+                        current.memory_bytes,
+                        &within_node(&bounds.memory_bytes, p.node_allocatable.memory_bytes),
+                        &policy.step_limits,
+                    ),
+                    policy: policy.memory,
+                };
+                ClientRecommendation {
+                    target: target(p),
+                    current,
+                    recommended: ClientSettings {
+                        cpu_cores,
+                        memory_bytes: memory.bytes(0.0).0,
+                        ..self.recommended
+                    },
+                    predicted_current: Some(now.clone()),
+                    predicted_recommended: Some(next.clone()),
+                    notes: self.notes.clone(),
+                }
+            })
+            .collect()
+    }
+}
+
+fn client_bounds(policy: &Policy, component: Component) -> &ClientBounds {
+    match component {
+        Component::Scheduler => &policy.bounds.scheduler,
+        _ => &policy.bounds.controller_manager,
+    }
+}
+
+fn within_node(bounds: &KnobRange, allocatable: f64) -> KnobRange {
+    // Validation guarantees the minimum fits every node.
+    bounds.within(bounds.min, allocatable).unwrap_or(*bounds)
+}
+
+/// QPS and burst on their grids, within a step of the leader's current values.
+fn client_knobs(
+    policy: &Policy,
+    component: Component,
+    current: &ClientSettings,
+    least_qps: impl Fn(&KnobRange) -> (f64, bool),
+    notes: &mut Vec<String>,
+) -> ClientSettings {
+    let b = client_bounds(policy, component);
+    let qps_grid = step_box(current.client_qps, &b.client_qps, &policy.step_limits);
+    let (client_qps, ok) = least_qps(&qps_grid);
+    if !ok {
+        notes.push(format!(
+            "no QPS up to {} meets the SLO this round",
+            qps_grid.max
+        ));
+    }
+    let burst_grid = step_box(
+        f64::from(current.client_burst),
+        &b.client_burst,
+        &policy.step_limits,
+    );
+    let burst = burst_grid
+        .ceil(client_qps * b.burst_per_qps)
+        .unwrap_or(burst_grid.max);
+    ClientSettings {
+        client_qps,
+        client_burst: burst as u32,
+        ..*current
+    }
+}
+
+/// How much more CPU the leader needs when its demand rises above what it did.
+fn cpu_needed(
+    process: &ProcessSample,
+    demand: f64,
+    done: Option<f64>,
+    policy: &Policy,
+) -> Option<f64> {
+    let used = process.cpu_cores.filter(|c| c.is_finite() && *c >= 0.0)?;
+    let growth = match done {
+        Some(d) if d > 0.0 => (demand / d).clamp(1.0, policy.step_limits.max_increase_factor),
+        _ => 1.0,
+    };
+    Some(used * growth)
+}
+
+fn peaks(views: &[ClientView]) -> Vec<(String, Option<f64>)> {
+    views
+        .iter()
+        .map(|v| {
+            let p = &v.process;
+            let peak = p
+                .peak_resident_memory_bytes
+                .into_iter()
+                .chain(p.resident_memory_bytes)
+                .filter(|v| v.is_finite())
+                .reduce(f64::max);
+            (v.name.to_string(), peak)
+        })
+        .collect()
+}
+
+fn plan_scheduler(
+    views: &[ClientView],
+    policy: &Policy,
+    cur: &CurrentOf,
+    snapshot: &LoadSnapshot,
+    round_notes: &mut Vec<String>,
+) -> ClientPlan {
+    // The leader is the replica with the most to do; the others stand by.
+    let calibrated: Vec<_> = views
+        .iter()
+        .map(|v| {
+            let sample = snapshot
+                .schedulers
+                .iter()
+                .find(|s| s.replica.name == v.name)
+                .expect("views come from the snapshot");
+            (
+                v,
+                sample,
+                calibrate::calibrate_scheduler(sample, &policy.calibration, &policy.slo),
+            )
+        })
+        .collect();
+    let (leader, sample, c) = calibrated
+        .iter()
+        .max_by(|a, b| {
+            a.2.load
+                .pod_arrival_rate
+                .total_cmp(&b.2.load.pod_arrival_rate)
+        })
+        .expect("at least one scheduler");
+    let current = *cur.client(Component::Scheduler, leader.name);
+    let mut notes = c.notes.clone();
+    if c.throttled {
+        round_notes.push(format!(
+            "scheduler `{}` waits on its client token bucket",
+            leader.name
+        ));
+    }
+    let recommended = client_knobs(
+        policy,
+        Component::Scheduler,
+        &current,
+        |grid| search::scheduler_qps(&c.load, grid, &policy.slo),
+        &mut notes,
+    );
+    ClientPlan {
+        component: Component::Scheduler,
+        current,
+        recommended,
+        cpu_needed: cpu_needed(
+            leader.process,
+            c.load.pod_arrival_rate,
+            sample.binding_rate,
+            policy,
+        ),
+        demand: c.load.pod_arrival_rate,
+        scheduler_load: Some(c.load),
+        peaks: peaks(views),
+        notes,
+    }
+}
+
+fn plan_controller_manager(views: &[ClientView], policy: &Policy, cur: &CurrentOf) -> ClientPlan {
+    let demands: Vec<f64> = views
+        .iter()
+        .map(|v| {
+            let qps = cur.client(Component::ControllerManager, v.name).client_qps;
+            calibrate::client_demand(v.client, qps, &policy.slo)
+        })
+        .collect();
+    let leader = (0..views.len())
+        .max_by(|a, b| demands[*a].total_cmp(&demands[*b]))
+        .expect("at least one controller-manager");
+    let view = &views[leader];
+    let current = *cur.client(Component::ControllerManager, view.name);
+    let mut notes = Vec::new();
+    let recommended = client_knobs(
+        policy,
+        Component::ControllerManager,
+        &current,
+        |grid| search::controller_manager_qps(demands[leader], grid, &policy.slo),
+        &mut notes,
+    );
+    ClientPlan {
+        component: Component::ControllerManager,
+        current,
+        recommended,
+        cpu_needed: cpu_needed(
+            view.process,
+            demands[leader],
+            view.client.request_rate,
+            policy,
+        ),
+        demand: demands[leader],
+        scheduler_load: None,
+        peaks: peaks(views),
+        notes,
+    }
+}
+
+fn scheduler_prediction(
+    load: &SchedulerLoad,
+    s: &ClientSettings,
+    apiserver_capacity: f64,
+    policy: &Policy,
+) -> ClientPrediction {
+    let slo = policy.slo.pod_startup_p99_s;
+    let setting = SchedulerSetting {
+        client_qps: s.client_qps,
+        client_burst: s.client_burst,
+        apiserver_capacity: apiserver_capacity.max(f64::MIN_POSITIVE),
+    };
+    let p99 = scheduler::predict(load, &setting)
+        .ok()
+        .map(|p| p.p99_pending_s);
+    ClientPrediction {
+        demand: load.pod_arrival_rate,
+        p99_s: p99,
+        slo_s: slo,
+        bottleneck: scheduler::capacity(load, &setting).ok().map(|c| c.1),
+        violations: late(Constraint::PodStartupP99, p99, slo),
+    }
+}
+
+fn controller_manager_prediction(
+    demand: f64,
+    s: &ClientSettings,
+    policy: &Policy,
+) -> ClientPrediction {
+    let slo = policy.slo.client_throttle_p99_s;
+    let p99 = Mmc::new(demand, s.client_qps, 1)
+        .and_then(|q| q.wait_percentile(0.99))
+        .ok();
+    ClientPrediction {
+        demand,
+        p99_s: p99,
+        slo_s: slo,
+        bottleneck: None,
+        violations: late(Constraint::ClientThrottleP99, p99, slo),
+    }
+}
+
+/// A P99 over its SLO (or unbounded, counted as ten times over) as a violation.
+fn late(constraint: Constraint, p99: Option<f64>, slo: f64) -> Vec<Violation> {
+    let amount = p99.map_or(10.0, |p| p / slo - 1.0);
+    if amount > 0.0 {
+        vec![Violation { constraint, amount }]
+    } else {
+        vec![]
+    }
+}
+
+fn total(v: &[Violation]) -> f64 {
+    v.iter().map(|v| v.amount).sum()
+}
+
+/// Each apiserver's share of the total load (and of the clients' QPS).
+fn load_shares(
+    policy: &Policy,
+    per_replica: &[(Forecast, Forecast, ApiserverCalibration)],
+) -> Vec<f64> {
+    let n = policy.apiservers.len() as f64;
+    let weights: Vec<f64> = match policy.load_share {
+        LoadShare::NodeCpu => policy
+            .apiservers
+            .iter()
+            .map(|p| p.node_allocatable.cpu_cores)
+            .collect(),
+        LoadShare::Observed => per_replica.iter().map(|r| r.0.plan + r.1.plan).collect(),
+    };
+    let sum: f64 = weights.iter().sum();
+    weights
+        .iter()
+        .map(|w| if sum > 0.0 { w / sum } else { 1.0 / n })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apiserver_problem(
+    policy: &Policy,
+    placement: &ReplicaPlacement,
+    sample: &ApiserverSample,
+    history: Option<&ReplicaHistory>,
+    c: &ApiserverCalibration,
+    current: &ApiserverSettings,
+    (ro_rps, mu_rps): (f64, f64),
+    required_mutating_capacity: f64,
+) -> ApiserverProblem {
+    let b = &policy.bounds.apiserver;
+    let steps = &policy.step_limits;
+    let node = &placement.node_allocatable;
+    let history_peak = history
+        .into_iter()
+        .flat_map(|h| h.resident_memory_bytes.iter().flatten())
+        .copied();
+    let peak = sample
+        .process
+        .peak_resident_memory_bytes
+        .into_iter()
+        .chain(sample.process.resident_memory_bytes)
+        .chain(history_peak)
+        .filter(|v| v.is_finite())
+        .reduce(f64::max);
+    let inflight_max =
+        sample.read_only.inflight_max.unwrap_or(0.0) + sample.mutating.inflight_max.unwrap_or(0.0);
+    ApiserverProblem {
+        load: ApiserverLoad {
+            read_only: ClassLoad {
+                arrival_rate: ro_rps,
+                cpu_s: c.read_only.cpu_s,
+                non_cpu_s: c.read_only.non_cpu_s,
+            },
+            mutating: ClassLoad {
+                arrival_rate: mu_rps,
+                cpu_s: c.mutating.cpu_s,
+                non_cpu_s: c.mutating.non_cpu_s,
+            },
+        },
+        baseline_cpu_cores: c.baseline_cpu_cores,
+        cores: step_box(
+            current.cpu_cores,
+            &within_node(&b.cpu_cores, node.cpu_cores),
+            steps,
+        ),
+        read_limit: step_box(
+            f64::from(current.max_requests_inflight),
+            &b.max_requests_inflight,
+            steps,
+        ),
+        mutating_limit: step_box(
+            f64::from(current.max_mutating_requests_inflight),
+            &b.max_mutating_requests_inflight,
+            steps,
+        ),
+        queue_length: step_box(f64::from(current.queue_length), &b.queue_length, steps),
+        memory: MemorySizing {
+            peak_bytes: peak,
+            observed_inflight_max: inflight_max,
+            current_bytes: current.memory_bytes,
+            grid: step_box(
+                current.memory_bytes,
+                &within_node(&b.memory_bytes, node.memory_bytes),
+                steps,
+            ),
+            policy: policy.memory,
+        },
+        required_mutating_capacity,
+        slo: policy.slo,
+        max_cpu_utilization: policy.max_cpu_utilization,
+        cost: policy.cost,
+    }
+}
+
+/// The candidate with its P99s, which the search itself never needs.
+fn describe(problem: &ApiserverProblem, c: &Candidate) -> ApiserverPrediction {
+    let s = &c.settings;
+    let usable = s.cpu_cores - problem.baseline_cpu_cores;
+    let model = (usable > 0.0).then(|| {
+        ApiserverModel::new(
+            &problem.load,
+            &ApiserverSetting {
+                cores: usable,
+                read_only: ClassLimits {
+                    concurrency_limit: s.max_requests_inflight,
+                    queue_length: s.queue_length,
+                },
+                mutating: ClassLimits {
+                    concurrency_limit: s.max_mutating_requests_inflight,
+                    queue_length: s.queue_length,
+                },
+            },
+        )
+    });
+    let (ro, mu) = match model {
+        Some(Ok(m)) => (
+            Some(m.read_only.response_percentile(0.99)),
+            Some(m.mutating.response_percentile(0.99)),
+        ),
+        _ => (None, None),
+    };
+    ApiserverPrediction {
+        cpu_utilization: c.cpu_utilization,
+        read_only_p99_s: ro,
+        mutating_p99_s: mu,
+        read_only_rejection: c.read_only_rejection,
+        mutating_rejection: c.mutating_rejection,
+        mutating_capacity_rps: c.mutating_capacity_rps,
+        violations: c.violations.clone(),
+    }
+}
+
+fn target(p: &ReplicaPlacement) -> Target {
+    Target {
+        name: p.name.clone(),
+        stateful_set: p.stateful_set.clone(),
+        container: p.container.clone(),
+    }
+}
+
+fn blocking_findings(snapshot: &LoadSnapshot) -> Vec<String> {
+    snapshot
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Blocking)
+        .map(|f| match &f.replica {
+            Some(r) => format!("{} on {r}: {}", f.metric, f.detail),
+            None => format!("{}: {}", f.metric, f.detail),
+        })
+        .collect()
+}
+
+/// The violated constraints if any; else what binds each apiserver.
+fn binding_summary(
+    apiservers: &[ApiserverRecommendation],
+    schedulers: &[ClientRecommendation],
+    controller_managers: &[ClientRecommendation],
+) -> Option<String> {
+    let describe =
+        |name: &str, v: &Violation| format!("{name}: {:?} ({:+.3})", v.constraint, v.amount);
+    let mut violated: Vec<String> = Vec::new();
+    for a in apiservers {
+        for v in a.predicted_recommended.iter().flat_map(|p| &p.violations) {
+            violated.push(describe(&a.target.name, v));
+        }
+    }
+    // A component's replicas share one prediction: its first stands for all.
+    for c in schedulers
+        .first()
+        .into_iter()
+        .chain(controller_managers.first())
+    {
+        for v in c.predicted_recommended.iter().flat_map(|p| &p.violations) {
+            violated.push(describe(&c.target.name, v));
+        }
+    }
+    if !violated.is_empty() {
+        return Some(format!("violated: {}", violated.join("; ")));
+    }
+    let binding: Vec<String> = apiservers
+        .iter()
+        .filter_map(|a| Some(describe(&a.target.name, a.binding.as_ref()?)))
+        .collect();
+    (!binding.is_empty()).then(|| binding.join("; "))
+}
+
+/// A recommendation that changes nothing because the round could not be modelled.
+fn hold_only(
+    snapshot: &LoadSnapshot,
+    policy: &Policy,
+    cur: &CurrentOf,
+    reasons: Vec<String>,
+) -> Recommendation {
+    let clients = |placements: &[ReplicaPlacement], component| {
+        placements
+            .iter()
+            .map(|p| {
+                let s = *cur.client(component, &p.name);
+                ClientRecommendation {
+                    target: target(p),
+                    current: s,
+                    recommended: s,
+                    predicted_current: None,
+                    predicted_recommended: None,
+                    notes: vec![],
+                }
+            })
+            .collect()
+    };
+    let mut hold_reasons: Vec<String> = blocking_findings(snapshot)
+        .into_iter()
+        .map(|b| format!("snapshot not actionable: {b}"))
+        .collect();
+    hold_reasons.extend(reasons);
+    Recommendation {
+        time_unix_s: snapshot.time_unix_s,
+        action: Action::Hold,
+        hold_reasons,
+        feasible: false,
+        confidence: ConfidenceLevel::Low,
+        binding_constraint: None,
+        current_cost: None,
+        recommended_cost: None,
+        runner_up: None,
+        client_qps_total: None,
+        apiserver_mutating_capacity_rps: None,
+        apiservers: policy
+            .apiservers
+            .iter()
+            .map(|p| {
+                let s = *cur.apiserver(&p.name);
+                ApiserverRecommendation {
+                    target: target(p),
+                    current: s,
+                    recommended: s,
+                    predicted_current: None,
+                    predicted_recommended: None,
+                    binding: None,
+                    planned_read_only_rps: None,
+                    planned_mutating_rps: None,
+                    forecast_read_only: None,
+                    forecast_mutating: None,
+                    calibration: None,
+                    evaluations: 0,
+                }
+            })
+            .collect(),
+        schedulers: clients(&policy.schedulers, Component::Scheduler),
+        controller_managers: clients(&policy.controller_managers, Component::ControllerManager),
+        notes: vec![],
+    }
+}

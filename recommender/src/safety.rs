@@ -1,0 +1,166 @@
+//! Safety rules: a change must be worth making and safe to make. Step limits cut the
+//! search's grids before it runs; the rest decide between change and hold after it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{ConfidenceLevel, KnobRange, Policy, StepLimits};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Change,
+    Hold,
+}
+
+/// The grid a knob may take this round: the bounds, within a step of `current`. The
+/// bounds win: a current value outside them moves to the nearest bound at once.
+pub fn step_box(current: f64, grid: &KnobRange, limits: &StepLimits) -> KnobRange {
+    let lo = (current / limits.max_decrease_factor).min(current - grid.step);
+    let hi = (current * limits.max_increase_factor).max(current + grid.step);
+    let at = |v: f64| KnobRange {
+        min: v,
+        max: v,
+        step: grid.step,
+    };
+    match grid.within(lo, hi) {
+        Some(r) => r,
+        None if hi < grid.min => at(grid.min),
+        None if lo > grid.max => at(grid.max),
+        // Between two grid points with no room either way: the one below.
+        None => at(grid.floor(current).unwrap_or(grid.min)),
+    }
+}
+
+/// What the decision looks at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Situation {
+    /// Why the snapshot must not be acted on, if it must not.
+    pub blocking: Vec<String>,
+    pub confidence: ConfidenceLevel,
+    pub time_unix_s: f64,
+    pub last_change_unix_s: Option<f64>,
+    /// Summed violation of every constraint at the current and the recommended settings.
+    pub current_violation: f64,
+    pub recommended_violation: f64,
+    pub current_cost: f64,
+    pub recommended_cost: f64,
+    /// Whether any knob differs from the current value.
+    pub changes: bool,
+}
+
+/// Change, or hold with every reason that applies.
+pub fn decide(s: &Situation, policy: &Policy) -> (Action, Vec<String>) {
+    let mut reasons: Vec<String> = s
+        .blocking
+        .iter()
+        .map(|b| format!("snapshot not actionable: {b}"))
+        .collect();
+    let min = policy.safety.min_confidence;
+    if s.confidence < min {
+        reasons.push(format!(
+            "confidence {:?} is below the policy's {:?}",
+            s.confidence, min
+        ));
+    }
+    if let Some(last) = s.last_change_unix_s {
+        let since = s.time_unix_s - last;
+        if since < policy.safety.cooldown_s {
+            reasons.push(format!(
+                "cooldown: last change {since:.0} s ago, {:.0} s required",
+                policy.safety.cooldown_s
+            ));
+        }
+    }
+    if !s.changes {
+        reasons.push("the recommended settings are the current ones".into());
+    } else if s.current_violation == 0.0 {
+        let saving = (s.current_cost - s.recommended_cost) / s.current_cost;
+        let needed = policy.safety.deadband_saving_share;
+        if saving < needed {
+            reasons.push(format!(
+                "deadband: the current settings meet every SLO and the change saves {:.1}% of cost, less than {:.1}%",
+                100.0 * saving,
+                100.0 * needed
+            ));
+        }
+    } else if s.recommended_violation >= s.current_violation {
+        reasons.push(
+            "no setting within the bounds and step limits misses the constraints by less than the current one"
+                .into(),
+        );
+    }
+    let action = if reasons.is_empty() {
+        Action::Change
+    } else {
+        Action::Hold
+    };
+    (action, reasons)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../config/examples/policy.yaml");
+
+    fn situation() -> Situation {
+        Situation {
+            blocking: vec![],
+            confidence: ConfidenceLevel::High,
+            time_unix_s: 10_000.0,
+            last_change_unix_s: Some(0.0),
+            current_violation: 0.0,
+            recommended_violation: 0.0,
+            current_cost: 10.0,
+            recommended_cost: 8.0,
+            changes: true,
+        }
+    }
+
+    #[test]
+    fn each_rule_holds_with_its_reason() {
+        let p = Policy::from_yaml(EXAMPLE).unwrap();
+        assert_eq!(decide(&situation(), &p).0, Action::Change);
+        let cases: [(fn(&mut Situation), &str); 5] = [
+            (|s| s.blocking.push("stale".into()), "not actionable"),
+            (|s| s.confidence = ConfidenceLevel::Low, "confidence"),
+            (|s| s.last_change_unix_s = Some(9_900.0), "cooldown"),
+            (|s| s.recommended_cost = 9.9, "deadband"),
+            (|s| s.changes = false, "current ones"),
+        ];
+        for (change, reason) in cases {
+            let mut s = situation();
+            change(&mut s);
+            let (action, reasons) = decide(&s, &p);
+            assert_eq!(action, Action::Hold);
+            assert!(reasons.iter().any(|r| r.contains(reason)), "{reasons:?}");
+        }
+        // Fixing a violation may cost more.
+        let mut s = situation();
+        s.current_violation = 1.0;
+        s.recommended_cost = 20.0;
+        assert_eq!(decide(&s, &p).0, Action::Change);
+    }
+
+    #[test]
+    fn steps_are_limited_but_bounds_win() {
+        let grid = KnobRange {
+            min: 0.5,
+            max: 16.0,
+            step: 0.25,
+        };
+        let limits = StepLimits::default();
+        let b = step_box(4.0, &grid, &limits);
+        assert_eq!((b.min, b.max), (2.0, 8.0));
+        let b = step_box(0.0, &grid, &limits);
+        assert_eq!((b.min, b.max), (0.5, 0.5));
+        let b = step_box(40.0, &grid, &limits);
+        assert_eq!((b.min, b.max), (16.0, 16.0));
+        let q = KnobRange {
+            min: 0.0,
+            max: 200.0,
+            step: 25.0,
+        };
+        assert_eq!(step_box(0.0, &q, &limits).max, 25.0);
+    }
+}

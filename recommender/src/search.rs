@@ -1,0 +1,643 @@
+//! The search for the cheapest setting that meets every constraint by the queue model.
+//!
+//! Apiserver, per replica: exhaustive over the grid of (cores, readOnly limit, mutating
+//! limit, queue length), but it evaluates little of it, by two facts of the model:
+//!
+//! - With both rejections ≤ ε, the accepted CPU load A lies in [(1−ε)·offered, offered],
+//!   so cores below ((1−ε)·offered + baseline) / max utilisation can never qualify.
+//! - For fixed limits every constraint of a class (rejection, P(R ≤ SLO), capacity) gets
+//!   worse as the CPU slowdown x grows, and x(A) lies between x_lo = x((1−ε)·offered) and
+//!   x_hi = x(offered). So the least limit meeting a class's constraints at x_lo is a lower
+//!   bound of the true least one, and the least meeting them at x_hi is enough. Both are
+//!   found by bisection, as each constraint is monotone in the limit; only the few
+//!   settings between the two bounds need the full model.
+//!
+//! Cores ascend; the search stops when even the least memory cannot make more cores
+//! cheaper than the runner-up found so far.
+
+use queue_model::apiserver::{
+    ApiserverLoad, ApiserverModel, ApiserverSetting, ClassLimits, ClassLoad, ClassModel,
+    cpu_slowdown,
+};
+use queue_model::mmc::Mmc;
+use queue_model::scheduler::{self, SchedulerLoad, SchedulerSetting};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::memory::MemorySizing;
+use crate::policy::{CostWeights, KnobRange, Slo};
+use crate::setting::ApiserverSettings;
+
+/// Share of accepted requests that must finish within the P99 objective.
+const P99: f64 = 0.99;
+
+/// What a setting must satisfy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Constraint {
+    /// Predicted CPU utilisation within the policy's headroom.
+    CpuHeadroom,
+    ReadOnlyRejection,
+    MutatingRejection,
+    ReadOnlyP99,
+    MutatingP99,
+    /// The clients' summed QPS fits the mutating capacity recommended with it.
+    MutatingCapacity,
+    /// Memory within the bounds and the node.
+    MemoryBound,
+    PodStartupP99,
+    ClientThrottleP99,
+    /// The lowest value the bounds and step limits allow was chosen.
+    LowerBound,
+}
+
+/// How far a setting misses one constraint: 0 = met; relative excess otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Violation {
+    pub constraint: Constraint,
+    pub amount: f64,
+}
+
+/// An apiserver setting with what the model says about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub settings: ApiserverSettings,
+    pub cost: f64,
+    pub cpu_utilization: f64,
+    pub cpu_slowdown: f64,
+    pub read_only_rejection: f64,
+    pub mutating_rejection: f64,
+    /// Mutating requests per second the replica serves with every slot busy.
+    pub mutating_capacity_rps: f64,
+    pub violations: Vec<Violation>,
+}
+
+impl Candidate {
+    pub fn feasible(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    pub fn total_violation(&self) -> f64 {
+        self.violations.iter().map(|v| v.amount).sum()
+    }
+
+    /// The constraint missed by most.
+    pub fn worst(&self) -> Option<Violation> {
+        self.violations
+            .iter()
+            .copied()
+            .max_by(|a, b| a.amount.total_cmp(&b.amount))
+    }
+}
+
+/// One apiserver replica's search space and constraints.
+#[derive(Debug, Clone)]
+pub struct ApiserverProblem {
+    /// The planned load on this replica, with calibrated costs.
+    pub load: ApiserverLoad,
+    pub baseline_cpu_cores: f64,
+    /// Grids already cut to the bounds, the node and the step limits.
+    pub cores: KnobRange,
+    pub read_limit: KnobRange,
+    pub mutating_limit: KnobRange,
+    pub queue_length: KnobRange,
+    pub memory: MemorySizing,
+    /// Mutating requests per second this replica must be able to take from the clients.
+    pub required_mutating_capacity: f64,
+    pub slo: Slo,
+    pub max_cpu_utilization: f64,
+    pub cost: CostWeights,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiserverOutcome {
+    /// The cheapest feasible setting, or the least violating if none is.
+    pub best: Candidate,
+    /// The cheapest feasible setting with other cores, when there is one.
+    pub runner_up: Option<Candidate>,
+    /// What keeps the best from being cheaper.
+    pub binding: Violation,
+    /// Settings the full model was evaluated at (class solves not counted).
+    pub evaluations: usize,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Class {
+    ReadOnly,
+    Mutating,
+}
+
+impl ApiserverProblem {
+    fn offered_cpu(&self) -> f64 {
+        self.load.read_only.cpu_demand_cores() + self.load.mutating.cpu_demand_cores()
+    }
+
+    /// Least cores that can keep the headroom when rejections are within the bound.
+    fn cores_floor(&self) -> f64 {
+        let accepted = (1.0 - self.slo.rejection_probability) * self.offered_cpu();
+        (accepted + self.baseline_cpu_cores) / self.max_cpu_utilization
+    }
+
+    fn class_load(&self, class: Class) -> &ClassLoad {
+        match class {
+            Class::ReadOnly => &self.load.read_only,
+            Class::Mutating => &self.load.mutating,
+        }
+    }
+
+    fn limit_grid(&self, class: Class) -> &KnobRange {
+        match class {
+            Class::ReadOnly => &self.read_limit,
+            Class::Mutating => &self.mutating_limit,
+        }
+    }
+
+    fn slo_s(&self, class: Class) -> f64 {
+        match class {
+            Class::ReadOnly => self.slo.read_only_p99_s(),
+            Class::Mutating => self.slo.mutating_p99_s,
+        }
+    }
+
+    fn capacity_rps(&self, limit: f64, x: f64) -> f64 {
+        let m = &self.load.mutating;
+        limit / (m.cpu_s * x + m.non_cpu_s)
+    }
+
+    /// Whether one class meets its constraints at slowdown `x`.
+    fn class_ok(&self, class: Class, limit: f64, queue: f64, x: f64) -> bool {
+        let limits = ClassLimits {
+            concurrency_limit: limit as u32,
+            queue_length: queue as u32,
+        };
+        let m = ClassModel::new(self.class_load(class), &limits, x);
+        m.rejection_probability() <= self.slo.rejection_probability
+            && m.within(self.slo_s(class)) >= P99
+            && (class == Class::ReadOnly
+                || self.capacity_rps(limit, x) >= self.required_mutating_capacity)
+    }
+
+    /// The least grid limit meeting the class's constraints at `x`, by bisection.
+    fn least_limit(&self, class: Class, queue: f64, x: f64) -> Option<f64> {
+        let grid = self.limit_grid(class);
+        let values: Vec<f64> = grid.values().collect();
+        if !self.class_ok(class, *values.last()?, queue, x) {
+            return None;
+        }
+        let (mut lo, mut hi) = (0, values.len() - 1);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.class_ok(class, values[mid], queue, x) {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Some(values[lo])
+    }
+
+    fn settings(&self, cores: f64, ro: f64, mu: f64, queue: f64) -> ApiserverSettings {
+        let mut s = ApiserverSettings {
+            cpu_cores: cores,
+            memory_bytes: 0.0,
+            max_requests_inflight: ro as u32,
+            max_mutating_requests_inflight: mu as u32,
+            queue_length: queue as u32,
+        };
+        s.memory_bytes = self.memory.bytes(f64::from(s.total_inflight())).0;
+        s
+    }
+
+    /// Cost of a setting at these cores with the least memory the grids allow.
+    fn cost_floor(&self, cores: f64) -> f64 {
+        let least = self.settings(
+            cores,
+            self.read_limit.min,
+            self.mutating_limit.min,
+            self.queue_length.min,
+        );
+        self.cost.cost(cores, least.memory_bytes)
+    }
+
+    /// The full model at one setting.
+    pub fn check(&self, s: &ApiserverSettings) -> Result<Candidate> {
+        let cost = self.cost.cost(s.cpu_cores, s.memory_bytes);
+        let mut violations = Vec::new();
+        let usable = s.cpu_cores - self.baseline_cpu_cores;
+        if usable <= 0.0 {
+            violations.push(Violation {
+                constraint: Constraint::CpuHeadroom,
+                amount: self.baseline_cpu_cores / s.cpu_cores / self.max_cpu_utilization,
+            });
+            return Ok(Candidate {
+                settings: *s,
+                cost,
+                cpu_utilization: 1.0,
+                cpu_slowdown: f64::INFINITY,
+                read_only_rejection: 1.0,
+                mutating_rejection: 1.0,
+                mutating_capacity_rps: 0.0,
+                violations,
+            });
+        }
+        let model = ApiserverModel::new(
+            &self.load,
+            &ApiserverSetting {
+                cores: usable,
+                read_only: ClassLimits {
+                    concurrency_limit: s.max_requests_inflight,
+                    queue_length: s.queue_length,
+                },
+                mutating: ClassLimits {
+                    concurrency_limit: s.max_mutating_requests_inflight,
+                    queue_length: s.queue_length,
+                },
+            },
+        )?;
+        let utilization = (model.cpu_used_cores + self.baseline_cpu_cores) / s.cpu_cores;
+        let capacity = self.capacity_rps(
+            f64::from(s.max_mutating_requests_inflight),
+            model.cpu_slowdown,
+        );
+        let eps = self.slo.rejection_probability;
+        let mut miss = |constraint, amount: f64| {
+            if amount > 0.0 {
+                violations.push(Violation { constraint, amount });
+            }
+        };
+        miss(
+            Constraint::CpuHeadroom,
+            utilization / self.max_cpu_utilization - 1.0,
+        );
+        // Rejections are compared in orders of magnitude: 1e-3 against 1e-4 misses by 1.
+        let (ro_rej, mu_rej) = (
+            model.read_only.rejection_probability(),
+            model.mutating.rejection_probability(),
+        );
+        miss(Constraint::ReadOnlyRejection, (ro_rej / eps).log10());
+        miss(Constraint::MutatingRejection, (mu_rej / eps).log10());
+        // P99 misses are the share of requests over the SLO beyond the allowed 1%.
+        let late = |within: f64| (P99 - within) / (1.0 - P99);
+        miss(
+            Constraint::ReadOnlyP99,
+            late(model.read_only.within(self.slo.read_only_p99_s())),
+        );
+        miss(
+            Constraint::MutatingP99,
+            late(model.mutating.within(self.slo.mutating_p99_s)),
+        );
+        miss(
+            Constraint::MutatingCapacity,
+            self.required_mutating_capacity / capacity - 1.0,
+        );
+        if !self.memory.bytes(f64::from(s.total_inflight())).1 {
+            miss(
+                Constraint::MemoryBound,
+                s.memory_bytes / self.memory.grid.max - 1.0,
+            );
+        }
+        Ok(Candidate {
+            settings: *s,
+            cost,
+            cpu_utilization: utilization,
+            cpu_slowdown: model.cpu_slowdown,
+            read_only_rejection: ro_rej,
+            mutating_rejection: mu_rej,
+            mutating_capacity_rps: capacity,
+            violations,
+        })
+    }
+
+    /// The cheapest feasible setting at these cores, if any; `evaluations` counts full solves.
+    fn best_at(&self, cores: f64, evaluations: &mut usize) -> Result<Option<Candidate>> {
+        let usable = cores - self.baseline_cpu_cores;
+        if usable <= 0.0 || cores < self.cores_floor() {
+            return Ok(None);
+        }
+        let offered = self.offered_cpu();
+        let x_lo = cpu_slowdown(usable, (1.0 - self.slo.rejection_probability) * offered);
+        let x_hi = cpu_slowdown(usable, offered);
+        let mut options: Vec<(f64, f64, f64)> = Vec::new();
+        for queue in self.queue_length.values() {
+            let bounds = |class| {
+                let lo = self.least_limit(class, queue, x_lo)?;
+                let hi = self
+                    .least_limit(class, queue, x_hi)
+                    .unwrap_or(self.limit_grid(class).max);
+                Some((lo, hi))
+            };
+            let (Some(ro), Some(mu)) = (bounds(Class::ReadOnly), bounds(Class::Mutating)) else {
+                continue;
+            };
+            let step = |g: &KnobRange| g.step;
+            let mut r = ro.0;
+            while r <= ro.1 {
+                let mut m = mu.0;
+                while m <= mu.1 {
+                    options.push((r, m, queue));
+                    m += step(&self.mutating_limit);
+                }
+                r += step(&self.read_limit);
+            }
+        }
+        let mut ranked: Vec<ApiserverSettings> = options
+            .into_iter()
+            .map(|(r, m, q)| self.settings(cores, r, m, q))
+            .collect();
+        // Cheapest memory first; ties go to smaller queues, then smaller limits.
+        ranked.sort_by(|a, b| {
+            a.memory_bytes
+                .total_cmp(&b.memory_bytes)
+                .then(a.queue_length.cmp(&b.queue_length))
+                .then(a.max_requests_inflight.cmp(&b.max_requests_inflight))
+                .then(
+                    a.max_mutating_requests_inflight
+                        .cmp(&b.max_mutating_requests_inflight),
+                )
+        });
+        for s in ranked {
+            *evaluations += 1;
+            let c = self.check(&s)?;
+            if c.feasible() {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The setting at these cores that misses its constraints by least.
+    fn least_violating_at(&self, cores: f64, evaluations: &mut usize) -> Result<Candidate> {
+        let usable = (cores - self.baseline_cpu_cores).max(1e-9);
+        let x = cpu_slowdown(usable, self.offered_cpu().min(usable * (1.0 - 1e-9)));
+        let mut best: Option<Candidate> = None;
+        for queue in self.queue_length.values() {
+            let ro = self
+                .least_limit(Class::ReadOnly, queue, x)
+                .unwrap_or(self.read_limit.max);
+            let mu = self
+                .least_limit(Class::Mutating, queue, x)
+                .unwrap_or(self.mutating_limit.max);
+            *evaluations += 1;
+            let c = self.check(&self.settings(cores, ro, mu, queue))?;
+            if best
+                .as_ref()
+                .is_none_or(|b| c.total_violation() < b.total_violation())
+            {
+                best = Some(c);
+            }
+        }
+        Ok(best.expect("a grid has at least one value"))
+    }
+
+    /// Why a setting with fewer cores than `cores` does not qualify.
+    fn binding(&self, cores: f64, evaluations: &mut usize) -> Result<Violation> {
+        let Some(lower) = self.cores.floor(cores - self.cores.step) else {
+            return Ok(Violation {
+                constraint: Constraint::LowerBound,
+                amount: 0.0,
+            });
+        };
+        if lower < self.cores_floor() || lower <= self.baseline_cpu_cores {
+            let floor = self.cores_floor();
+            return Ok(Violation {
+                constraint: Constraint::CpuHeadroom,
+                amount: floor / lower - 1.0,
+            });
+        }
+        let c = self.least_violating_at(lower, evaluations)?;
+        Ok(c.worst().unwrap_or(Violation {
+            constraint: Constraint::MemoryBound,
+            amount: 0.0,
+        }))
+    }
+
+    pub fn solve(&self) -> Result<ApiserverOutcome> {
+        let mut evaluations = 0;
+        let mut best: Option<Candidate> = None;
+        let mut runner_up: Option<Candidate> = None;
+        let start = self
+            .cores
+            .ceil(self.cores_floor())
+            .unwrap_or(self.cores.max);
+        let grid = KnobRange {
+            min: start,
+            ..self.cores
+        };
+        for cores in grid.values() {
+            let bar = runner_up.as_ref().or(best.as_ref()).map(|c| c.cost);
+            if bar.is_some_and(|bar| self.cost_floor(cores) >= bar) && runner_up.is_some() {
+                break;
+            }
+            if let Some(c) = self.best_at(cores, &mut evaluations)? {
+                match &best {
+                    Some(b) if c.cost < b.cost => {
+                        runner_up = best.replace(c);
+                    }
+                    Some(_) => {
+                        if runner_up.as_ref().is_none_or(|r| c.cost < r.cost) {
+                            runner_up = Some(c);
+                        }
+                    }
+                    None => best = Some(c),
+                }
+            }
+        }
+        match best {
+            Some(best) => {
+                let binding = self.binding(best.settings.cpu_cores, &mut evaluations)?;
+                Ok(ApiserverOutcome {
+                    best,
+                    runner_up,
+                    binding,
+                    evaluations,
+                })
+            }
+            None => {
+                let best = self.least_violating_at(self.cores.max, &mut evaluations)?;
+                let binding = best.worst().expect("infeasible has a violation");
+                Ok(ApiserverOutcome {
+                    best,
+                    runner_up: None,
+                    binding,
+                    evaluations,
+                })
+            }
+        }
+    }
+}
+
+/// The least grid QPS for which `ok` holds (monotone in QPS), or the most if none does.
+fn least_qps(grid: &KnobRange, ok: impl Fn(f64) -> bool) -> (f64, bool) {
+    let values: Vec<f64> = grid.values().collect();
+    if !ok(grid.max) {
+        return (grid.max, false);
+    }
+    let (mut lo, mut hi) = (0, values.len() - 1);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if ok(values[mid]) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    (values[lo], true)
+}
+
+/// Scheduler: the least QPS whose pending-pod P99 meets the pod-startup SLO, with the
+/// apiserver not binding (the coupling constraint makes sure of that).
+pub fn scheduler_qps(load: &SchedulerLoad, grid: &KnobRange, slo: &Slo) -> (f64, bool) {
+    least_qps(grid, |qps| {
+        scheduler::predict(
+            load,
+            &SchedulerSetting {
+                client_qps: qps,
+                client_burst: 0,
+                apiserver_capacity: f64::INFINITY,
+            },
+        )
+        .is_ok_and(|p| p.p99_pending_s <= slo.pod_startup_p99_s)
+    })
+}
+
+/// Controller-manager: the least QPS at which its requests' P99 wait on the token bucket,
+/// taken as an M/M/1 queue served at `qps`, meets the client-throttle SLO.
+pub fn controller_manager_qps(demand_rps: f64, grid: &KnobRange, slo: &Slo) -> (f64, bool) {
+    least_qps(grid, |qps| {
+        Mmc::new(demand_rps, qps, 1)
+            .and_then(|q| q.wait_percentile(P99))
+            .is_ok_and(|w| w <= slo.client_throttle_p99_s)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::MemoryPolicy;
+
+    fn problem(ro_rate: f64, mu_rate: f64) -> ApiserverProblem {
+        let range = |min, max, step| KnobRange { min, max, step };
+        ApiserverProblem {
+            load: ApiserverLoad {
+                read_only: ClassLoad {
+                    arrival_rate: ro_rate,
+                    cpu_s: 0.002,
+                    non_cpu_s: 0.015,
+                },
+                mutating: ClassLoad {
+                    arrival_rate: mu_rate,
+                    cpu_s: 0.005,
+                    non_cpu_s: 0.025,
+                },
+            },
+            baseline_cpu_cores: 0.2,
+            cores: range(0.5, 16.0, 0.25),
+            read_limit: range(10.0, 3000.0, 10.0),
+            mutating_limit: range(5.0, 1000.0, 5.0),
+            queue_length: range(0.0, 200.0, 25.0),
+            memory: MemorySizing {
+                peak_bytes: Some(2e9),
+                observed_inflight_max: 50.0,
+                current_bytes: 4e9,
+                grid: range(1e9, 32e9, 0.25e9),
+                policy: MemoryPolicy::default(),
+            },
+            required_mutating_capacity: 0.0,
+            slo: Slo::default(),
+            max_cpu_utilization: 0.85,
+            cost: CostWeights::default(),
+        }
+    }
+
+    /// Every setting of a coarse grid, by the full model: the search must find the same.
+    fn brute_force(p: &ApiserverProblem) -> Option<Candidate> {
+        let mut best: Option<Candidate> = None;
+        for cores in p.cores.values() {
+            for ro in p.read_limit.values() {
+                for mu in p.mutating_limit.values() {
+                    for q in p.queue_length.values() {
+                        let c = p.check(&p.settings(cores, ro, mu, q)).unwrap();
+                        if c.feasible() && best.as_ref().is_none_or(|b| c.cost < b.cost) {
+                            best = Some(c);
+                        }
+                    }
+                }
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn matches_brute_force_on_a_coarse_grid() {
+        let mut p = problem(1500.0, 300.0);
+        p.cores = KnobRange {
+            min: 1.0,
+            max: 8.0,
+            step: 0.5,
+        };
+        p.read_limit = KnobRange {
+            min: 5.0,
+            max: 200.0,
+            step: 5.0,
+        };
+        p.mutating_limit = KnobRange {
+            min: 5.0,
+            max: 100.0,
+            step: 5.0,
+        };
+        p.queue_length = KnobRange {
+            min: 0.0,
+            max: 40.0,
+            step: 20.0,
+        };
+        let found = p.solve().unwrap();
+        let truth = brute_force(&p).unwrap();
+        assert!(found.best.feasible());
+        assert!(
+            (found.best.cost - truth.cost).abs() < 1e-12,
+            "{found:?} vs {truth:?}"
+        );
+        assert_eq!(found.best.settings.cpu_cores, truth.settings.cpu_cores);
+        assert!(found.evaluations < 50, "{}", found.evaluations);
+        let runner = found.runner_up.unwrap();
+        assert!(
+            runner.cost >= found.best.cost && runner.settings.cpu_cores != truth.settings.cpu_cores
+        );
+    }
+
+    #[test]
+    fn cpu_headroom_binds_at_moderate_load() {
+        let out = problem(1500.0, 300.0).solve().unwrap();
+        // 3 + 1.5 + 0.2 cores of demand / 0.85 = 5.53 → 5.75 cores.
+        assert_eq!(out.best.settings.cpu_cores, 5.75);
+        assert_eq!(out.binding.constraint, Constraint::CpuHeadroom);
+        assert!(out.best.cpu_utilization <= 0.85);
+    }
+
+    #[test]
+    fn impossible_load_gives_the_least_violating_setting() {
+        let out = problem(20_000.0, 300.0).solve().unwrap();
+        assert!(!out.best.feasible());
+        assert_eq!(out.best.settings.cpu_cores, 16.0);
+        assert!(out.binding.amount > 0.0);
+    }
+
+    #[test]
+    fn client_qps_is_the_least_that_meets_the_slo() {
+        let grid = KnobRange {
+            min: 5.0,
+            max: 1000.0,
+            step: 5.0,
+        };
+        let load = SchedulerLoad {
+            pod_arrival_rate: 100.0,
+            algorithm_rate: 300.0,
+            requests_per_pod: 1.0,
+        };
+        let (qps, ok) = scheduler_qps(&load, &grid, &Slo::default());
+        // p99 = ln(100)/(qps − 100) ≤ 5 → qps ≥ 100.92.
+        assert!(ok && qps == 105.0, "{qps}");
+        let (qps, ok) = controller_manager_qps(40.0, &grid, &Slo::default());
+        assert!(ok && qps > 40.0 && qps <= 90.0, "{qps}");
+    }
+}
