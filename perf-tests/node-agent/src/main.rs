@@ -3,6 +3,7 @@
 //! control plane made of plain binaries on loopback.
 
 mod backoff;
+mod cgroups;
 mod error;
 mod expansion;
 mod insecure_tls;
@@ -15,6 +16,7 @@ mod pod_worker;
 mod probe;
 mod probe_runner;
 mod process;
+mod resources;
 mod volumes;
 
 use anyhow::Context;
@@ -134,6 +136,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         seconds(args.timing.node_status_s)?,
     ));
 
+    let limit_cgroups = cgroups::Cgroups::detect(&format!("arak-node-agent-{}", args.node_name));
+    if let Err(reason) = &limit_cgroups {
+        tracing::warn!(%reason, "CPU and memory limits will not be enforced");
+    }
     let ctx = Arc::new(AgentContext {
         client,
         node_name: args.node_name,
@@ -146,6 +152,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             max: seconds(args.timing.crash_backoff_max_s)?,
             ..BackoffPolicy::default()
         },
+        cgroups: limit_cgroups.clone(),
     });
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let supervisor = tokio::spawn(pod_supervisor::run(ctx, shutdown_rx));
@@ -159,6 +166,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     heartbeat.abort();
     shutdown_tx.send(true)?;
     supervisor.await.context("pod supervisor")?;
+    if let Ok(cgroups) = &limit_cgroups {
+        cgroups.release();
+    }
     tracing::info!("all pod processes stopped");
     Ok(())
 }

@@ -5,6 +5,7 @@ use crate::expansion::{expand, lookup_in};
 use crate::probe::{ProbeAction, ProbeSpec};
 use crate::volumes::{self, MountLink, VolumeSource};
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, Probe};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,8 @@ pub struct Placement<'a> {
     pub pod_dir: &'a Path,
     /// PATH given to every process, as an image would.
     pub search_path: &'a str,
+    /// Why CPU and memory limits cannot be enforced here, if they cannot.
+    pub limits_unenforced: Option<&'a str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +68,7 @@ pub fn plan(pod: &Pod, at: &Placement<'_>) -> PodPlan {
         .iter()
         .map(|c| {
             ignored.extend(container_ignored(c));
+            ignored.extend(resource_notes(c, at.limits_unenforced));
             let mut launch = init_blocker
                 .clone()
                 .map_or_else(|| build_launch(pod, c, at, &volumes, &mut links), Err);
@@ -313,20 +317,43 @@ fn pod_level_ignored(pod: &Pod) -> Vec<String> {
     ignored
 }
 
+/// Limits are enforced with cgroups when they can be; requests only inform the scheduler.
+fn resource_notes(c: &Container, limits_unenforced: Option<&str>) -> Vec<String> {
+    let name = &c.name;
+    let Some(r) = c.resources.as_ref() else {
+        return vec![];
+    };
+    let names = |m: &Option<std::collections::BTreeMap<String, Quantity>>| -> Vec<String> {
+        m.iter().flatten().map(|(k, _)| k.clone()).collect()
+    };
+    let (limits, requests) = (names(&r.limits), names(&r.requests));
+    let mut notes = Vec::new();
+    if !requests.is_empty() {
+        notes.push(format!(
+            "container {name}: requests not applied as cgroup shares (scheduling only)"
+        ));
+    }
+    if let Some(reason) = limits_unenforced.filter(|_| !limits.is_empty()) {
+        notes.push(format!("container {name}: limits not enforced ({reason})"));
+    }
+    if limits
+        .iter()
+        .chain(&requests)
+        .any(|k| k != "cpu" && k != "memory")
+    {
+        notes.push(format!(
+            "container {name}: resources other than cpu and memory ignored"
+        ));
+    }
+    notes
+}
+
 fn container_ignored(c: &Container) -> Vec<String> {
     let name = &c.name;
     let mut ignored = Vec::new();
     if let Some(image) = c.image.as_deref().filter(|i| !i.is_empty()) {
         ignored.push(format!(
             "container {name}: image {image} ignored, command runs as a local process"
-        ));
-    }
-    if c.resources
-        .as_ref()
-        .is_some_and(|r| *r != Default::default())
-    {
-        ignored.push(format!(
-            "container {name}: resources not enforced (no cgroups)"
         ));
     }
     if c.security_context
@@ -363,6 +390,7 @@ mod tests {
             node_ip: "127.0.1.2",
             pod_dir: Path::new("/agent/pods/ns_p_u"),
             search_path: "/usr/bin:/bin",
+            limits_unenforced: None,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, HostIP, PodCondition, PodIP, PodStatus,
+    ContainerStatus, HostIP, PodCondition, PodIP, PodStatus, ResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -41,6 +41,8 @@ pub struct ContainerReport {
     pub last_termination: Option<Termination>,
     pub restart_count: i32,
     pub ready: bool,
+    /// CPU and memory in effect for the running process.
+    pub resources: ResourceRequirements,
 }
 
 #[derive(Clone, Debug)]
@@ -50,6 +52,8 @@ pub struct PodReport<'a> {
     pub ip: &'a str,
     pub start_time: Timestamp,
     pub ignored: &'a [String],
+    /// The pod generation whose spec (e.g. after a resize) the status reflects.
+    pub observed_generation: Option<i64>,
 }
 
 /// Remembers when each condition last changed, so lastTransitionTime stays put.
@@ -179,6 +183,7 @@ pub fn pod_status(report: &PodReport<'_>, clock: &mut ConditionClock, now: Times
             ip: report.ip.into(),
         }]),
         start_time: Some(Time(report.start_time)),
+        observed_generation: report.observed_generation,
         ..Default::default()
     }
 }
@@ -189,6 +194,7 @@ pub fn container_id(pid: u32) -> String {
 }
 
 fn container_status(c: &ContainerReport) -> ContainerStatus {
+    let running = matches!(c.state, RunState::Running { .. });
     let (state, container_id) = match &c.state {
         RunState::Waiting { reason, message } => (
             ContainerState {
@@ -225,7 +231,9 @@ fn container_status(c: &ContainerReport) -> ContainerStatus {
         ),
         ready: c.ready,
         restart_count: c.restart_count,
-        started: Some(matches!(c.state, RunState::Running { .. })),
+        started: Some(running),
+        resources: running.then(|| c.resources.clone()),
+        allocated_resources: c.resources.requests.clone().filter(|_| running),
         ..Default::default()
     }
 }
@@ -278,6 +286,7 @@ mod tests {
             last_termination: last,
             restart_count: 0,
             ready,
+            resources: ResourceRequirements::default(),
         }
     }
 
@@ -352,6 +361,7 @@ mod tests {
             ip: "127.0.1.1",
             start_time: ts(0),
             ignored: &ignored,
+            observed_generation: Some(2),
         };
         let cond = |s: &PodStatus, t: &str| {
             s.conditions

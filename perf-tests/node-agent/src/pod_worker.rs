@@ -3,13 +3,15 @@
 //! deletion stops them and confirms the deletion.
 
 use crate::backoff::{BackoffPolicy, CrashBackoff};
+use crate::cgroups::{Cgroups, ContainerCgroup};
 use crate::error::Error;
 use crate::pod_plan::{self, ContainerPlan, Placement, PodPlan};
 use crate::pod_status::{self, ConditionClock, ContainerReport, PodReport, RunState, Termination};
 use crate::probe::ProbeTracker;
 use crate::process::{self, Exit, Process};
+use crate::resources::{self, Limits};
 use crate::{probe_runner, volumes};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ResourceRequirements};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
@@ -33,6 +35,8 @@ pub struct AgentContext {
     pub work_dir: PathBuf,
     pub search_path: String,
     pub backoff: BackoffPolicy,
+    /// Where container limits are enforced, or why they cannot be.
+    pub cgroups: Result<Cgroups, String>,
 }
 
 /// The latest the watch has seen of a pod.
@@ -56,6 +60,13 @@ struct Container {
     liveness: Option<ProbeTracker>,
     terminating: bool,
     log_path: PathBuf,
+    /// CPU and memory from the spec, as last applied (changed by in-place resize).
+    resources: ResourceRequirements,
+    limits: Limits,
+    cgroup_name: String,
+    cgroup: Option<ContainerCgroup>,
+    /// Why this container's limits are not in force, if enforcing them failed.
+    limits_note: Option<String>,
 }
 
 struct PodWorker {
@@ -101,7 +112,10 @@ pub async fn run(
             changed = sightings.changed() => {
                 let sighting = if changed.is_ok() { sightings.borrow_and_update().clone() } else { PodSighting::Gone };
                 match sighting {
-                    PodSighting::Present(pod) => worker.pod = pod,
+                    PodSighting::Present(pod) => {
+                        worker.pod = pod;
+                        worker.resize();
+                    }
                     PodSighting::Gone => {
                         tracing::info!(pod = %name, "pod removed from the API; stopping its processes");
                         worker.stop_all(worker.grace_period().min(MAX_SHUTDOWN_GRACE)).await;
@@ -136,6 +150,7 @@ impl PodWorker {
                 node_ip: &ctx.node_ip,
                 pod_dir: &pod_dir,
                 search_path: &ctx.search_path,
+                limits_unenforced: ctx.cgroups.as_ref().err().map(String::as_str),
             },
         );
         let now = Instant::now();
@@ -162,6 +177,11 @@ impl PodWorker {
                     liveness: None,
                     terminating: false,
                     log_path: pod_dir.join("logs").join(format!("{}.log", c.name)),
+                    resources: resources::cpu_and_memory(spec_resources(&pod, &c.name)),
+                    limits: Limits::of(spec_resources(&pod, &c.name)),
+                    cgroup_name: format!("{}_{}", meta.uid.as_deref().unwrap_or(""), c.name),
+                    cgroup: None,
+                    limits_note: None,
                 }
             })
             .collect();
@@ -223,9 +243,10 @@ impl PodWorker {
         }
         let restart_policy = self.restart_policy().to_string();
         let name = self.pod_name();
+        let cgroups = self.ctx.cgroups.as_ref().ok();
         for c in &mut self.containers {
             c.reap(&restart_policy, &name);
-            c.start_if_due(&name);
+            c.start_if_due(&name, cgroups);
         }
         self.run_probes().await;
     }
@@ -280,6 +301,28 @@ impl PodWorker {
         self.report().await;
     }
 
+    /// Applies CPU and memory changed in the spec (in-place resize through `pods/resize`).
+    fn resize(&mut self) {
+        let pod = self.pod.clone();
+        let name = self.pod_name();
+        for c in &mut self.containers {
+            let wanted = spec_resources(&pod, &c.plan.name);
+            let resources = resources::cpu_and_memory(wanted);
+            if resources == c.resources {
+                continue;
+            }
+            tracing::info!(pod = %name, container = %c.plan.name, ?resources, "resizing");
+            c.resources = resources;
+            c.limits = Limits::of(wanted);
+            if let Some(cgroup) = &c.cgroup {
+                c.limits_note = cgroup
+                    .apply(&c.limits)
+                    .err()
+                    .map(|e| format!("container {}: limits not enforced ({e})", c.plan.name));
+            }
+        }
+    }
+
     async fn stop_all(&mut self, grace: Duration) {
         let stops = self.containers.iter_mut().map(|c| async move {
             c.next_start = None;
@@ -290,6 +333,7 @@ impl PodWorker {
                 Ok(exit) => c.state = RunState::Terminated(termination(&p, exit)),
                 Err(e) => tracing::warn!(pid = p.pid, error = %e, "stopping container"),
             }
+            c.release_cgroup();
             c.readiness = None;
             c.liveness = None;
         });
@@ -299,12 +343,15 @@ impl PodWorker {
     async fn report(&mut self) {
         let containers = self.containers.iter().map(Container::report).collect();
         let restart_policy = self.restart_policy().to_string();
+        let mut ignored = self.plan.ignored.clone();
+        ignored.extend(self.containers.iter().filter_map(|c| c.limits_note.clone()));
         let report = PodReport {
             containers,
             restart_policy: &restart_policy,
             ip: &self.ctx.node_ip,
             start_time: self.start_time,
-            ignored: &self.plan.ignored,
+            ignored: &ignored,
+            observed_generation: self.pod.metadata.generation,
         };
         let status = pod_status::pod_status(&report, &mut self.clock, Timestamp::now());
         let status = match serde_json::to_value(status) {
@@ -378,6 +425,7 @@ impl Container {
             }
         };
         let p = self.process.take().expect("checked above");
+        self.release_cgroup();
         let ended = termination(&p, exit);
         tracing::info!(%pod, container = %self.plan.name, pid = p.pid, exit_code = exit.exit_code, "container exited");
         self.readiness = None;
@@ -405,7 +453,36 @@ impl Container {
         self.last_termination = Some(ended);
     }
 
-    fn start_if_due(&mut self, pod: &str) {
+    fn release_cgroup(&mut self) {
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup.remove();
+        }
+    }
+
+    /// Puts a new process under this container's limits.
+    fn enforce_limits(&mut self, pid: u32, cgroups: &Cgroups) {
+        let enforced = cgroups
+            .create(&self.cgroup_name, &self.limits)
+            .and_then(|cgroup| {
+                cgroup.add(pid)?;
+                Ok(cgroup)
+            });
+        match enforced {
+            Ok(cgroup) => {
+                self.cgroup = Some(cgroup);
+                self.limits_note = None;
+            }
+            Err(e) => {
+                tracing::warn!(container = %self.plan.name, error = %e, "enforcing limits");
+                self.limits_note = Some(format!(
+                    "container {}: limits not enforced ({e})",
+                    self.plan.name
+                ));
+            }
+        }
+    }
+
+    fn start_if_due(&mut self, pod: &str, cgroups: Option<&Cgroups>) {
         if self.process.is_some() || self.next_start.is_none_or(|t| t > Instant::now()) {
             return;
         }
@@ -420,6 +497,9 @@ impl Container {
         match process::spawn(launch, &self.log_path, &banner) {
             Ok(p) => {
                 tracing::info!(%pod, container = %self.plan.name, pid = p.pid, "container started");
+                if let Some(cgroups) = cgroups {
+                    self.enforce_limits(p.pid, cgroups);
+                }
                 self.state = RunState::Running {
                     pid: p.pid,
                     started_at: p.started_at,
@@ -456,8 +536,19 @@ impl Container {
             ready: running
                 && !self.terminating
                 && self.readiness.as_ref().is_none_or(ProbeTracker::passing),
+            resources: self.resources.clone(),
         }
     }
+}
+
+fn spec_resources<'a>(pod: &'a Pod, container: &str) -> Option<&'a ResourceRequirements> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == container)?
+        .resources
+        .as_ref()
 }
 
 /// A strategic merge patch keeps fields it does not mention, so a condition's reason and

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use harness::{Cluster, ClusterOptions, ComponentPid, Outcome};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::json;
@@ -141,6 +141,12 @@ async fn agent_runs_probes_restarts_and_stops_pods() {
     )
     .await
     .expect("sleeper pod");
+    let mut limited = pod("limited", "Always", json!(["/bin/sleep", "1000"]));
+    limited["spec"]["containers"][0]["resources"] = json!({
+        "requests": {"cpu": "100m", "memory": "32Mi"},
+        "limits": {"cpu": "200m", "memory": "64Mi"},
+    });
+    create(&pods, limited).await.expect("limited pod");
     let mut with_token = pod("token", "Always", json!(["/bin/sleep", "1000"]));
     with_token["spec"]["automountServiceAccountToken"] = json!(true);
     create(&pods, with_token).await.expect("token pod");
@@ -222,6 +228,8 @@ async fn agent_runs_probes_restarts_and_stops_pods() {
         "{waiting:?}"
     );
 
+    limits_are_enforced_and_resized_in_place(&pods).await;
+
     // Deletion: SIGTERM, then SIGKILL after the grace period, then the pod is removed.
     let stubborn = poll("stubborn running", || async {
         process(&pods.get("stubborn").await.ok()?, "main")
@@ -274,6 +282,88 @@ async fn agent_runs_probes_restarts_and_stops_pods() {
 
     let _ = std::fs::remove_dir_all(&data_link);
     cluster.down().expect("cluster down");
+}
+
+/// With cgroup v1 writable here, limits become cfs quota and memory limit, and a resize
+/// through `pods/resize` changes them without restarting the process; without, the pod says
+/// they are not enforced.
+async fn limits_are_enforced_and_resized_in_place(pods: &Api<Pod>) {
+    let before = poll("limited running", || async {
+        process(&pods.get("limited").await.ok()?, "main")
+    })
+    .await;
+    let Some(cpu_dir) = cgroup_dir(before.pid, "cpu") else {
+        let p = pods.get("limited").await.expect("limited pod");
+        let conditions = p.status.unwrap().conditions.unwrap();
+        let note = conditions
+            .iter()
+            .find(|c| c.type_ == "NodeAgentIgnoredSpec");
+        let message = note.and_then(|c| c.message.clone()).unwrap_or_default();
+        assert!(message.contains("limits not enforced"), "{message}");
+        eprintln!("cgroup v1 not writable here; checked that the pod says so");
+        return;
+    };
+    let memory_dir = cgroup_dir(before.pid, "memory").expect("memory cgroup");
+    let read = |dir: &Path, file: &str| {
+        std::fs::read_to_string(dir.join(file))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(read(&cpu_dir, "cpu.cfs_quota_us"), "20000");
+    assert_eq!(
+        read(&memory_dir, "memory.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
+
+    let resize = json!({"spec": {"containers": [{"name": "main", "resources": {
+        "requests": {"cpu": "150m", "memory": "32Mi"},
+        "limits": {"cpu": "300m", "memory": "64Mi"},
+    }}]}});
+    pods.patch_subresource(
+        "resize",
+        "limited",
+        &PatchParams::default(),
+        &Patch::Strategic(resize),
+    )
+    .await
+    .expect("resizing limited");
+    let resized = poll("limited resized in place", || async {
+        let p = pods.get("limited").await.ok()?;
+        let status = p.status.clone()?;
+        let cs = status.container_statuses?.into_iter().next()?;
+        let cpu_limit = cs.resources?.limits?.get("cpu")?.0.clone();
+        (cpu_limit == "300m" && status.observed_generation == p.metadata.generation).then_some(p)
+    })
+    .await;
+    assert_eq!(read(&cpu_dir, "cpu.cfs_quota_us"), "30000");
+    assert_eq!(
+        process(&resized, "main"),
+        Some(before),
+        "resize did not restart the process"
+    );
+}
+
+/// The directory of the cgroup v1 hierarchy with `controller` that holds `pid`, if it is
+/// one the agent made.
+fn cgroup_dir(pid: u32, controller: &str) -> Option<PathBuf> {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = own.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == controller)
+            .then_some(path)
+    })?;
+    if !path.contains("arak-node-agent-") {
+        return None;
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    let mount = mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 3 && f[2] == "cgroup" && f[3].split(',').any(|o| o == controller)).then(|| f[1])
+    })?;
+    Some(Path::new(mount).join(path.trim_start_matches('/')))
 }
 
 fn pod(name: &str, restart_policy: &str, command: serde_json::Value) -> serde_json::Value {
