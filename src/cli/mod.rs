@@ -1,5 +1,6 @@
 //! The command line: one subcommand per stage, each runnable alone.
 
+mod fetch;
 mod model;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -20,6 +21,8 @@ enum Command {
     /// Evaluate a queueing model: M/M/c, M/M/c/K, the apiserver or the scheduler.
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// Read the control plane's load from Prometheus or /metrics into a LoadSnapshot.
+    Fetch(Box<fetch::FetchArgs>),
 }
 
 /// How results are printed.
@@ -33,5 +36,6 @@ pub enum Output {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Model(command) => model::run(command),
+        Command::Fetch(args) => fetch::run(*args),
     }
 }

@@ -1,0 +1,471 @@
+//! The Prometheus source: one instant query per measurement (all in parallel), range
+//! queries for the history, and `up` to tell which replicas vanished.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::future::try_join_all;
+use prometheus_http_query::response::{Data, PromqlResult};
+use recommender::snapshot::{Component, History, LoadSnapshot, Replica, ReplicaHistory, Source};
+
+use crate::assemble::assemble;
+use crate::config::{ComponentRule, FetchConfig, promql_range};
+use crate::error::{Error, Result, cause_chain};
+use crate::http_client::ClientOptions;
+use crate::query::{Query, Readings, Reduction, Row, queries};
+use crate::request_class::{MUTATING_VERBS, READ_ONLY_VERBS};
+
+/// What to fetch.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Rates and percentiles are taken over this window, ending at the evaluation time.
+    pub window: Duration,
+    /// Also fetch per-replica series over a longer window.
+    pub history: Option<HistoryOptions>,
+    /// Evaluation time, seconds since the epoch; now when `None`.
+    pub at_unix_s: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryOptions {
+    pub range: Duration,
+    pub step: Duration,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            window: Duration::from_secs(300),
+            history: None,
+            at_unix_s: None,
+        }
+    }
+}
+
+/// A Prometheus server to read the control plane's metrics from.
+#[derive(Clone)]
+pub struct PrometheusSource {
+    address: String,
+    client: prometheus_http_query::Client,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for PrometheusSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrometheusSource")
+            .field("address", &self.address)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PrometheusSource {
+    pub fn new(url: &str, options: &ClientOptions) -> Result<Self> {
+        let http = options.build(url)?;
+        let client = prometheus_http_query::Client::from(http, url).map_err(|e| Error::Client {
+            address: url.to_owned(),
+            reason: cause_chain(&e),
+        })?;
+        Ok(PrometheusSource {
+            address: url.to_owned(),
+            client,
+            timeout: options.timeout,
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// One snapshot. Fails only when Prometheus cannot be asked at all; missing or odd data
+    /// become findings on the snapshot.
+    pub async fn fetch(
+        &self,
+        config: &FetchConfig,
+        options: &FetchOptions,
+    ) -> Result<LoadSnapshot> {
+        let at = options.at_unix_s.unwrap_or_else(now_unix_s);
+        let window = promql_range(options.window);
+        let all = queries();
+        let instant = try_join_all(all.iter().map(|q| {
+            let rule = config.rule(q.component);
+            self.rows(q, rule, promql(q, rule, &window), at)
+        }));
+        // Replicas seen over the longer of the two windows but not up now have vanished.
+        let lookback = options
+            .history
+            .map_or(options.window, |h| h.range.max(options.window));
+        let lookback = promql_range(lookback);
+        let vanished = self.vanished(config, &lookback, at);
+        let history = async {
+            match options.history {
+                Some(h) => self.history(config, h, at).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (instant, vanished, history) = futures::try_join!(instant, vanished, history)?;
+
+        let mut readings = Readings {
+            vanished,
+            ..Readings::default()
+        };
+        for (query, rows) in all.iter().zip(instant) {
+            readings
+                .rows
+                .entry((query.component, query.measure))
+                .or_default()
+                .extend(rows);
+        }
+        let assembly = assemble(
+            &readings,
+            config.scrape_interval,
+            &config.apiserver.selector(),
+        );
+        Ok(LoadSnapshot {
+            time_unix_s: at as f64,
+            window_s: options.window.as_secs_f64(),
+            source: Source::Prometheus {
+                url: self.address.clone(),
+            },
+            apiservers: assembly.apiservers,
+            schedulers: assembly.schedulers,
+            controller_managers: assembly.controller_managers,
+            history,
+            findings: assembly.findings,
+        })
+    }
+
+    async fn instant(&self, promql: String, at: i64) -> Result<PromqlResult> {
+        let request = self.client.query(&promql).at(at).get();
+        self.bounded(promql, request).await
+    }
+
+    async fn bounded(
+        &self,
+        promql: String,
+        request: impl Future<Output = Result<PromqlResult, prometheus_http_query::Error>>,
+    ) -> Result<PromqlResult> {
+        // reqwest's own timeout covers the connection and the body; this one also bounds
+        // anything else (DNS, a stuck pool) so a fetch never hangs.
+        match tokio::time::timeout(self.timeout + Duration::from_millis(500), request).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(e)) => Err(Error::Prometheus {
+                address: self.address.clone(),
+                query: promql,
+                cause: cause_chain(&e),
+            }),
+            Err(_) => Err(Error::PrometheusTimeout {
+                address: self.address.clone(),
+                query: promql,
+                timeout_s: self.timeout.as_secs_f64(),
+            }),
+        }
+    }
+
+    async fn rows(
+        &self,
+        query: &Query,
+        rule: &ComponentRule,
+        promql: String,
+        at: i64,
+    ) -> Result<Vec<Row>> {
+        let result = self.instant(promql, at).await?;
+        let Data::Vector(vector) = result.data() else {
+            return Ok(Vec::new());
+        };
+        let mut keep: Vec<&str> = query.by.to_vec();
+        if query.reduction == Reduction::BucketIncrease {
+            keep.push("le");
+        }
+        Ok(vector
+            .iter()
+            .filter_map(|v| {
+                let replica = replica(query.component, rule, v.metric())?;
+                Some(Row {
+                    replica,
+                    labels: keep
+                        .iter()
+                        .filter_map(|l| {
+                            v.metric()
+                                .get(*l)
+                                .map(|value| (l.to_string(), value.clone()))
+                        })
+                        .collect(),
+                    value: v.sample().value(),
+                })
+            })
+            .collect())
+    }
+
+    async fn vanished(
+        &self,
+        config: &FetchConfig,
+        lookback: &str,
+        at: i64,
+    ) -> Result<Vec<(Replica, String)>> {
+        let components = [
+            Component::Apiserver,
+            Component::Scheduler,
+            Component::ControllerManager,
+        ];
+        let per_component = components.map(|component| async move {
+            let rule = config.rule(component);
+            let by = rule.grouping().join(",");
+            let selector = rule.selector();
+            let seen = self
+                .instant(
+                    format!("max by ({by}) (max_over_time(up{{{selector}}}[{lookback}]))"),
+                    at,
+                )
+                .await?;
+            let now = self
+                .instant(format!("max by ({by}) (up{{{selector}}})"), at)
+                .await?;
+            let up_now: HashMap<Replica, f64> = vector_values(component, rule, &now).collect();
+            Ok::<_, Error>(
+                vector_values(component, rule, &seen)
+                    .filter_map(|(replica, _)| {
+                        let why = match up_now.get(&replica) {
+                            Some(v) if *v >= 1.0 => return None,
+                            Some(_) => "its target is down now (up == 0)".to_owned(),
+                            None => format!(
+                                "was scraped within the last {lookback} but is not any more"
+                            ),
+                        };
+                        Some((replica, why))
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        });
+        Ok(try_join_all(per_component)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    async fn history(
+        &self,
+        config: &FetchConfig,
+        options: HistoryOptions,
+        end: i64,
+    ) -> Result<History> {
+        let step_s = options.step.as_secs_f64().max(0.001);
+        let start = end - options.range.as_secs() as i64;
+        // Each point's rate needs a few samples: at least four scrape intervals.
+        let range = promql_range(options.step.max(config.scrape_interval * 4));
+        let step = promql_range(options.step);
+        let mut series: Vec<(HistorySeries, Component, String)> = Vec::new();
+        let apiserver = &config.apiserver;
+        let (by, selector) = (apiserver.grouping().join(","), apiserver.selector());
+        for (kind, verbs) in [
+            (HistorySeries::ReadOnlyRate, READ_ONLY_VERBS),
+            (HistorySeries::MutatingRate, MUTATING_VERBS),
+        ] {
+            series.push((
+                kind,
+                Component::Apiserver,
+                format!("sum by ({by}) (rate(apiserver_request_total{{{selector},verb=~\"{verbs}\"}}[{range}]))"),
+            ));
+        }
+        for (kind, verbs) in [
+            (HistorySeries::ReadOnlyP99, READ_ONLY_VERBS),
+            (HistorySeries::MutatingP99, MUTATING_VERBS),
+        ] {
+            let p99 = |metric: &str| {
+                format!(
+                    "histogram_quantile(0.99, sum by ({by},le) (rate({metric}{{{selector},verb=~\"{verbs}\"}}[{range}])))"
+                )
+            };
+            series.push((
+                kind,
+                Component::Apiserver,
+                format!(
+                    "({}) or ({})",
+                    p99("apiserver_request_sli_duration_seconds_bucket"),
+                    p99("apiserver_request_duration_seconds_bucket")
+                ),
+            ));
+        }
+        for component in [
+            Component::Apiserver,
+            Component::Scheduler,
+            Component::ControllerManager,
+        ] {
+            let rule = config.rule(component);
+            let (by, selector) = (rule.grouping().join(","), rule.selector());
+            series.push((
+                HistorySeries::Cpu,
+                component,
+                format!("sum by ({by}) (rate(process_cpu_seconds_total{{{selector}}}[{range}]))"),
+            ));
+            series.push((
+                HistorySeries::ResidentMemory,
+                component,
+                format!("max by ({by}) (max_over_time(process_resident_memory_bytes{{{selector}}}[{step}]))"),
+            ));
+        }
+        let results = try_join_all(series.iter().map(|(_, _, promql)| {
+            let request = self.client.query_range(promql, start, end, step_s).get();
+            self.bounded(promql.clone(), request)
+        }))
+        .await?;
+
+        let points = ((end - start) as f64 / step_s).floor() as usize + 1;
+        let times_unix_s: Vec<f64> = (0..points)
+            .map(|i| start as f64 + i as f64 * step_s)
+            .collect();
+        let mut replicas: BTreeMap<Replica, ReplicaHistory> = BTreeMap::new();
+        for ((kind, component, _), result) in series.iter().zip(&results) {
+            let Data::Matrix(matrix) = result.data() else {
+                continue;
+            };
+            let rule = config.rule(*component);
+            for range_vector in matrix {
+                let Some(replica) = replica(*component, rule, range_vector.metric()) else {
+                    continue;
+                };
+                let entry = replicas
+                    .entry(replica.clone())
+                    .or_insert_with(|| empty_history(replica, points));
+                let column = kind.column(entry);
+                for sample in range_vector.samples() {
+                    let index = ((sample.timestamp() - start as f64) / step_s).round();
+                    if index >= 0.0 && (index as usize) < points && sample.value().is_finite() {
+                        column[index as usize] = Some(sample.value());
+                    }
+                }
+            }
+        }
+        Ok(History {
+            step_s,
+            times_unix_s,
+            replicas: replicas.into_values().collect(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum HistorySeries {
+    ReadOnlyRate,
+    MutatingRate,
+    ReadOnlyP99,
+    MutatingP99,
+    Cpu,
+    ResidentMemory,
+}
+
+impl HistorySeries {
+    fn column(self, h: &mut ReplicaHistory) -> &mut Vec<Option<f64>> {
+        match self {
+            HistorySeries::ReadOnlyRate => &mut h.read_only_rate,
+            HistorySeries::MutatingRate => &mut h.mutating_rate,
+            HistorySeries::ReadOnlyP99 => &mut h.read_only_p99_s,
+            HistorySeries::MutatingP99 => &mut h.mutating_p99_s,
+            HistorySeries::Cpu => &mut h.cpu_cores,
+            HistorySeries::ResidentMemory => &mut h.resident_memory_bytes,
+        }
+    }
+}
+
+fn empty_history(replica: Replica, points: usize) -> ReplicaHistory {
+    ReplicaHistory {
+        replica,
+        read_only_rate: vec![None; points],
+        mutating_rate: vec![None; points],
+        cpu_cores: vec![None; points],
+        read_only_p99_s: vec![None; points],
+        mutating_p99_s: vec![None; points],
+        resident_memory_bytes: vec![None; points],
+    }
+}
+
+fn replica(
+    component: Component,
+    rule: &ComponentRule,
+    labels: &HashMap<String, String>,
+) -> Option<Replica> {
+    let name = rule.replica_name(|l| labels.get(l).map(String::as_str))?;
+    Some(Replica {
+        component,
+        name: name.to_owned(),
+        instance: labels
+            .get("instance")
+            .cloned()
+            .unwrap_or_else(|| name.to_owned()),
+    })
+}
+
+fn vector_values<'a>(
+    component: Component,
+    rule: &'a ComponentRule,
+    result: &'a PromqlResult,
+) -> impl Iterator<Item = (Replica, f64)> + 'a {
+    let vector = match result.data() {
+        Data::Vector(v) => v.as_slice(),
+        _ => &[],
+    };
+    vector
+        .iter()
+        .filter_map(move |v| Some((replica(component, rule, v.metric())?, v.sample().value())))
+}
+
+/// The PromQL for one measurement of one component.
+pub fn promql(query: &Query, rule: &ComponentRule, window: &str) -> String {
+    let mut selector = rule.selector();
+    if let Some((label, regex)) = query.filter {
+        selector.push_str(&format!(",{label}=~\"{regex}\""));
+    }
+    let mut by: Vec<String> = rule.grouping();
+    by.extend(query.by.iter().map(|l| l.to_string()));
+    if query.reduction == Reduction::BucketIncrease {
+        by.push("le".into());
+    }
+    let by = by.join(",");
+    let series = format!("{}{{{selector}}}", query.metric);
+    match query.reduction {
+        Reduction::Rate => format!("sum by ({by}) (rate({series}[{window}]))"),
+        Reduction::Increase | Reduction::BucketIncrease => {
+            format!("sum by ({by}) (increase({series}[{window}]))")
+        }
+        Reduction::Resets => format!("sum by ({by}) (resets({series}[{window}]))"),
+        Reduction::Mean => format!("sum by ({by}) (avg_over_time({series}[{window}]))"),
+        Reduction::Max => format!("max by ({by}) (max_over_time({series}[{window}]))"),
+        Reduction::Last => format!("sum by ({by}) ({series})"),
+        Reduction::Age => format!("max by ({by}) (time() - timestamp({series}))"),
+    }
+}
+
+fn now_unix_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::Measure;
+
+    #[test]
+    fn renders_promql_per_reduction() {
+        let config = FetchConfig::default();
+        let find = |m: Measure| queries().into_iter().find(|q| q.measure == m).unwrap();
+        let q = promql(&find(Measure::Requests), &config.apiserver, "5m");
+        assert_eq!(
+            q,
+            r#"sum by (job,instance,pod,verb,code) (rate(apiserver_request_total{job=~"apiserver|kube-apiserver"}[5m]))"#
+        );
+        let q = promql(&find(Measure::SliLatencyBuckets), &config.apiserver, "5m");
+        assert!(
+            q.contains("verb=~\"GET|LIST|") && q.contains(",le) (increase("),
+            "{q}"
+        );
+        let q = promql(&find(Measure::SampleAge), &config.apiserver, "5m");
+        assert!(
+            q.starts_with("max by (job,instance,pod) (time() - timestamp("),
+            "{q}"
+        );
+    }
+}
