@@ -14,6 +14,8 @@ use crate::snapshot::{ClientSample, ReplicaHistory, SchedulerSample};
 /// Above this condition number (columns scaled to unit length) the rates move too much
 /// together to tell the classes' costs apart.
 const MAX_CONDITION: f64 = 1e3;
+/// Latency samples above this CPU utilisation are not used to infer off-CPU time.
+const LOW_LOAD_UTILIZATION: f64 = 0.7;
 /// Off-CPU time above this is not believed (a stuck etcd, not a request cost).
 const MAX_NON_CPU_S: f64 = 10.0;
 
@@ -227,17 +229,26 @@ fn non_cpu_time(
             Some(format!("no {class} latency history: prior off-CPU time")),
         );
     }
-    // The least loaded third, by CPU in use: queueing there is least.
+    // The least loaded third, by CPU in use: queueing there is least. Near saturation the
+    // CPU stretch dominates the latency and says nothing about the time off the CPU.
+    let usable = (cores - c.baseline_cpu_cores).max(1e-3);
     low.sort_by(|a, b| a.0.total_cmp(&b.0));
     low.truncate(low.len().div_ceil(3));
-    let mid = low[low.len() / 2];
-    let (cpu_used, rate, measured) = mid;
+    low.retain(|r| r.0 - c.baseline_cpu_cores <= LOW_LOAD_UTILIZATION * usable);
+    if low.is_empty() {
+        return (
+            prior.non_cpu_s,
+            Some(format!(
+                "{class}: no sample below {LOW_LOAD_UTILIZATION} CPU utilisation: prior off-CPU time"
+            )),
+        );
+    }
+    let (cpu_used, rate, measured) = low[low.len() / 2];
     let d = if read_only {
         c.read_only.cpu_s
     } else {
         c.mutating.cpu_s
     };
-    let usable = (cores - c.baseline_cpu_cores).max(1e-3);
     let x = cpu_slowdown(
         usable,
         (cpu_used - c.baseline_cpu_cores).clamp(0.0, usable * 0.99),

@@ -5,9 +5,9 @@ use queue_model::QueueModelError;
 /// Why a round could not produce a recommendation.
 #[derive(Debug, thiserror::Error)]
 pub enum RecommenderError {
-    /// The policy file is not valid YAML for the policy's shape.
-    #[error("policy: {0}")]
-    PolicySyntax(#[from] serde_norway::Error),
+    /// A policy or current-settings file is not valid YAML for its shape.
+    #[error("{0}")]
+    Yaml(#[from] serde_norway::Error),
     /// A policy field has a value the recommender cannot work with.
     #[error("policy field `{field}`: {reason}")]
     Policy { field: String, reason: String },

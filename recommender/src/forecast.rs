@@ -108,10 +108,10 @@ fn last_window_error(
     season: usize,
     z: f64,
 ) -> Option<ForecastError> {
-    let k = window_steps.clamp(1, series.len() / 2);
     if series.len() < 4 {
         return None;
     }
+    let k = window_steps.clamp(1, series.len() / 2);
     let (train, test) = series.split_at(series.len() - k);
     let (method, _) = usable_method(method, train.len(), season, train.iter().flatten().count());
     let fit = Smoother::fit(train, method, policy, season)?;

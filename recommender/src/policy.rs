@@ -72,7 +72,9 @@ pub struct Slo {
     pub pod_startup_p99_s: f64,
     /// Highest acceptable probability that a request is rejected with 429.
     pub rejection_probability: f64,
-    /// P99 time a controller-manager request waits on its own client token bucket.
+    /// P99 time a controller-manager request waits on its own client token bucket: by
+    /// default the whole mutating budget, since the bucket is modelled as an M/M/1 queue
+    /// that ignores the burst and so overstates the wait.
     pub client_throttle_p99_s: f64,
 }
 
@@ -84,7 +86,7 @@ impl Default for Slo {
             list_p99_s: 30.0,
             pod_startup_p99_s: 5.0,
             rejection_probability: 1e-4,
-            client_throttle_p99_s: 0.1,
+            client_throttle_p99_s: 1.0,
         }
     }
 }

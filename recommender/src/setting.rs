@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Result;
+
 /// kube-apiserver knobs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,5 +55,12 @@ impl ApiserverSettings {
         self.max_requests_inflight
             .saturating_add(self.max_mutating_requests_inflight)
             .saturating_add(self.queue_length.saturating_mul(2))
+    }
+}
+
+impl CurrentSettings {
+    /// Parses current settings from YAML (or JSON, which YAML includes).
+    pub fn from_yaml(text: &str) -> Result<Self> {
+        Ok(serde_norway::from_str(text)?)
     }
 }

@@ -2,6 +2,7 @@
 
 mod fetch;
 mod model;
+mod recommend;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -21,6 +22,8 @@ enum Command {
     /// Evaluate a queueing model: M/M/c, M/M/c/K, the apiserver or the scheduler.
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// Recommend settings for a snapshot under a policy (offline, from files).
+    Recommend(recommend::RecommendArgs),
     /// Read the control plane's load from Prometheus or /metrics into a LoadSnapshot.
     Fetch(Box<fetch::FetchArgs>),
 }
@@ -36,6 +39,7 @@ pub enum Output {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Model(command) => model::run(command),
+        Command::Recommend(args) => recommend::run(args),
         Command::Fetch(args) => fetch::run(*args),
     }
 }

@@ -1,0 +1,137 @@
+//! Properties of the search and of whole rounds over random loads.
+
+mod support;
+
+use proptest::prelude::*;
+use queue_model::apiserver::{
+    ApiserverLoad, ApiserverModel, ApiserverSetting, ClassLimits, ClassLoad,
+};
+use recommender::memory::MemorySizing;
+use recommender::policy::{CostWeights, KnobRange, MemoryPolicy, Slo};
+use recommender::recommend;
+use recommender::search::ApiserverProblem;
+use support::*;
+
+fn range(min: f64, max: f64, step: f64) -> KnobRange {
+    KnobRange { min, max, step }
+}
+
+/// A small grid, so that every setting of it can be checked by brute force.
+fn problem(ro_rate: f64, mu_rate: f64, d_ro: f64, t_mu: f64) -> ApiserverProblem {
+    ApiserverProblem {
+        load: ApiserverLoad {
+            read_only: ClassLoad {
+                arrival_rate: ro_rate,
+                cpu_s: d_ro,
+                non_cpu_s: 0.015,
+            },
+            mutating: ClassLoad {
+                arrival_rate: mu_rate,
+                cpu_s: 0.005,
+                non_cpu_s: t_mu,
+            },
+        },
+        baseline_cpu_cores: 0.2,
+        cores: range(1.0, 8.0, 0.5),
+        read_limit: range(10.0, 120.0, 10.0),
+        mutating_limit: range(5.0, 60.0, 5.0),
+        queue_length: range(0.0, 20.0, 10.0),
+        memory: MemorySizing {
+            peak_bytes: Some(2e9),
+            observed_inflight_max: 20.0,
+            current_bytes: 4e9,
+            grid: range(1e9, 32e9, 0.25e9),
+            policy: MemoryPolicy::default(),
+        },
+        required_mutating_capacity: 0.0,
+        slo: Slo::default(),
+        max_cpu_utilization: 0.85,
+        cost: CostWeights::default(),
+    }
+}
+
+/// The cheapest feasible cost over every setting of the grid.
+fn brute_force_cost(p: &ApiserverProblem) -> Option<f64> {
+    let mut best: Option<f64> = None;
+    for cores in p.cores.values() {
+        for ro in p.read_limit.values() {
+            for mu in p.mutating_limit.values() {
+                for q in p.queue_length.values() {
+                    let mut s = apiserver(cores, ro as u32, mu as u32, q as u32);
+                    s.memory_bytes = p.memory.bytes(f64::from(s.total_inflight())).0;
+                    let c = p.check(&s).unwrap();
+                    if c.feasible() && best.is_none_or(|b| c.cost < b) {
+                        best = Some(c.cost);
+                    }
+                }
+            }
+        }
+    }
+    best
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn the_search_is_exact_and_its_choice_meets_every_slo(
+        ro in 0.0f64..2500.0,
+        mu in 0.0f64..600.0,
+        d_ro in 0.0005f64..0.003,
+        t_mu in 0.005f64..0.2,
+    ) {
+        let p = problem(ro, mu, d_ro, t_mu);
+        let found = p.solve().unwrap();
+        match brute_force_cost(&p) {
+            Some(cost) => {
+                prop_assert!(found.best.feasible());
+                prop_assert!((found.best.cost - cost).abs() < 1e-9, "{} vs {}", found.best.cost, cost);
+                // Checked again from scratch, with percentiles rather than P(R ≤ SLO).
+                let s = found.best.settings;
+                let m = ApiserverModel::new(&p.load, &ApiserverSetting {
+                    cores: s.cpu_cores - p.baseline_cpu_cores,
+                    read_only: ClassLimits { concurrency_limit: s.max_requests_inflight, queue_length: s.queue_length },
+                    mutating: ClassLimits { concurrency_limit: s.max_mutating_requests_inflight, queue_length: s.queue_length },
+                }).unwrap();
+                prop_assert!(m.read_only.rejection_probability() <= 1e-4);
+                prop_assert!(m.mutating.rejection_probability() <= 1e-4);
+                prop_assert!(m.read_only.response_percentile(0.99) <= 1.0 + 1e-6);
+                prop_assert!(m.mutating.response_percentile(0.99) <= 1.0 + 1e-6);
+                prop_assert!((m.cpu_used_cores + p.baseline_cpu_cores) / s.cpu_cores <= 0.85 + 1e-9);
+            }
+            None => prop_assert!(!found.best.feasible()),
+        }
+    }
+
+    #[test]
+    fn more_load_never_lowers_the_recommended_cores(
+        ro in 0.0f64..2000.0,
+        mu in 0.0f64..400.0,
+        more in 1.0f64..2.0,
+    ) {
+        let low = problem(ro, mu, 0.002, 0.025).solve().unwrap();
+        let high = problem(ro * more, mu * more, 0.002, 0.025).solve().unwrap();
+        prop_assert!(high.best.settings.cpu_cores >= low.best.settings.cpu_cores);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    #[test]
+    fn rounds_are_deterministic_and_monotone_in_load(
+        ro in 50.0f64..1200.0,
+        mu in 10.0f64..250.0,
+        more in 1.0f64..1.8,
+    ) {
+        let policy = uniform_policy();
+        let cur = current(&policy, apiserver(3.0, 200, 100, 25), client(50.0));
+        let low_snap = snapshot(&policy, ro, mu, CALM_SCHEDULER);
+        let low = recommend(&low_snap, &policy, &cur).unwrap();
+        prop_assert_eq!(&recommend(&low_snap, &policy, &cur).unwrap(), &low);
+        let high = recommend(&snapshot(&policy, ro * more, mu * more, CALM_SCHEDULER), &policy, &cur).unwrap();
+        for (l, h) in low.apiservers.iter().zip(&high.apiservers) {
+            prop_assert!(h.recommended.cpu_cores >= l.recommended.cpu_cores);
+        }
+    }
+}
