@@ -1,5 +1,6 @@
 //! The command line: one subcommand per stage, each runnable alone.
 
+mod apply;
 mod fetch;
 mod model;
 mod recommend;
@@ -26,6 +27,8 @@ enum Command {
     Recommend(recommend::RecommendArgs),
     /// Read the control plane's load from Prometheus or /metrics into a LoadSnapshot.
     Fetch(Box<fetch::FetchArgs>),
+    /// Apply a Recommendation to the control plane (or print the plan with --dry-run).
+    Apply(Box<apply::ApplyArgs>),
 }
 
 /// How results are printed.
@@ -41,5 +44,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(command) => model::run(command),
         Command::Recommend(args) => recommend::run(args),
         Command::Fetch(args) => fetch::run(*args),
+        Command::Apply(args) => apply::run(*args),
     }
 }
