@@ -4,6 +4,7 @@
 
 mod backoff;
 mod cgroups;
+mod container_runtime;
 mod error;
 mod expansion;
 mod insecure_tls;

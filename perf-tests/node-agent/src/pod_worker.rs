@@ -2,14 +2,12 @@
 //! per restartPolicy with back-off, runs their probes, reports the pod status, and on
 //! deletion stops them and confirms the deletion.
 
-use crate::backoff::{BackoffPolicy, CrashBackoff};
-use crate::cgroups::{Cgroups, ContainerCgroup};
+use crate::backoff::BackoffPolicy;
+use crate::cgroups::Cgroups;
+use crate::container_runtime::{ContainerRuntime, termination, waiting};
 use crate::error::Error;
-use crate::pod_plan::{self, ContainerPlan, Placement, PodPlan};
-use crate::pod_status::{self, ConditionClock, ContainerReport, PodReport, RunState, Termination};
-use crate::probe::ProbeTracker;
-use crate::process::{self, Exit, Process};
-use crate::resources::{self, Limits};
+use crate::pod_plan::{self, Placement, PodPlan};
+use crate::pod_status::{self, ConditionClock, PodReport, RunState};
 use crate::{probe_runner, volumes};
 use k8s_openapi::api::core::v1::{Pod, ResourceRequirements};
 use k8s_openapi::jiff::Timestamp;
@@ -47,33 +45,11 @@ pub enum PodSighting {
     Gone,
 }
 
-struct Container {
-    plan: ContainerPlan,
-    process: Option<Process>,
-    state: RunState,
-    last_termination: Option<Termination>,
-    starts: i32,
-    backoff: CrashBackoff,
-    /// When to start the next process; `None` once the container will not run again.
-    next_start: Option<Instant>,
-    readiness: Option<ProbeTracker>,
-    liveness: Option<ProbeTracker>,
-    terminating: bool,
-    log_path: PathBuf,
-    /// CPU and memory from the spec, as last applied (changed by in-place resize).
-    resources: ResourceRequirements,
-    limits: Limits,
-    cgroup_name: String,
-    cgroup: Option<ContainerCgroup>,
-    /// Why this container's limits are not in force, if enforcing them failed.
-    limits_note: Option<String>,
-}
-
 struct PodWorker {
     ctx: Arc<AgentContext>,
     pod: Arc<Pod>,
     plan: PodPlan,
-    containers: Vec<Container>,
+    containers: Vec<ContainerRuntime>,
     volumes_ready: bool,
     start_time: Timestamp,
     clock: ConditionClock,
@@ -158,31 +134,14 @@ impl PodWorker {
             .containers
             .iter()
             .map(|c| {
-                let (state, next_start) = match &c.launch {
-                    Ok(_) => (waiting("ContainerCreating", None), Some(now)),
-                    Err(reason) => (
-                        waiting("CreateContainerConfigError", Some(reason.clone())),
-                        None,
-                    ),
-                };
-                Container {
-                    plan: c.clone(),
-                    process: None,
-                    state,
-                    last_termination: None,
-                    starts: 0,
-                    backoff: CrashBackoff::new(ctx.backoff),
-                    next_start,
-                    readiness: None,
-                    liveness: None,
-                    terminating: false,
-                    log_path: pod_dir.join("logs").join(format!("{}.log", c.name)),
-                    resources: resources::cpu_and_memory(spec_resources(&pod, &c.name)),
-                    limits: Limits::of(spec_resources(&pod, &c.name)),
-                    cgroup_name: format!("{}_{}", meta.uid.as_deref().unwrap_or(""), c.name),
-                    cgroup: None,
-                    limits_note: None,
-                }
+                ContainerRuntime::new(
+                    c,
+                    spec_resources(&pod, &c.name),
+                    &pod_dir,
+                    meta.uid.as_deref().unwrap_or(""),
+                    ctx.backoff,
+                    now,
+                )
             })
             .collect();
         Self {
@@ -307,18 +266,8 @@ impl PodWorker {
         let name = self.pod_name();
         for c in &mut self.containers {
             let wanted = spec_resources(&pod, &c.plan.name);
-            let resources = resources::cpu_and_memory(wanted);
-            if resources == c.resources {
-                continue;
-            }
-            tracing::info!(pod = %name, container = %c.plan.name, ?resources, "resizing");
-            c.resources = resources;
-            c.limits = Limits::of(wanted);
-            if let Some(cgroup) = &c.cgroup {
-                c.limits_note = cgroup
-                    .apply(&c.limits)
-                    .err()
-                    .map(|e| format!("container {}: limits not enforced ({e})", c.plan.name));
+            if c.resize(wanted) {
+                tracing::info!(pod = %name, container = %c.plan.name, resources = ?c.resources, "resized");
             }
         }
     }
@@ -341,7 +290,11 @@ impl PodWorker {
     }
 
     async fn report(&mut self) {
-        let containers = self.containers.iter().map(Container::report).collect();
+        let containers = self
+            .containers
+            .iter()
+            .map(ContainerRuntime::report)
+            .collect();
         let restart_policy = self.restart_policy().to_string();
         let mut ignored = self.plan.ignored.clone();
         ignored.extend(self.containers.iter().filter_map(|c| c.limits_note.clone()));
@@ -410,137 +363,6 @@ impl PodWorker {
     }
 }
 
-impl Container {
-    /// Notices an exited process and schedules the restart the policy asks for.
-    fn reap(&mut self, restart_policy: &str, pod: &str) {
-        let Some(p) = self.process.as_mut() else {
-            return;
-        };
-        let exit = match p.try_exit() {
-            Ok(Some(exit)) => exit,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "checking container process");
-                return;
-            }
-        };
-        let p = self.process.take().expect("checked above");
-        self.release_cgroup();
-        let ended = termination(&p, exit);
-        tracing::info!(%pod, container = %self.plan.name, pid = p.pid, exit_code = exit.exit_code, "container exited");
-        self.readiness = None;
-        self.liveness = None;
-        let restart = match restart_policy {
-            "Never" => false,
-            "OnFailure" => exit.exit_code != 0,
-            _ => true,
-        };
-        if !restart {
-            self.next_start = None;
-            self.state = RunState::Terminated(ended);
-            return;
-        }
-        let delay = self.backoff.on_exit(p.started.elapsed());
-        self.next_start = Some(Instant::now() + delay);
-        self.state = waiting(
-            "CrashLoopBackOff",
-            Some(format!(
-                "back-off {}s restarting failed container={}",
-                delay.as_secs(),
-                self.plan.name
-            )),
-        );
-        self.last_termination = Some(ended);
-    }
-
-    fn release_cgroup(&mut self) {
-        if let Some(cgroup) = self.cgroup.take() {
-            cgroup.remove();
-        }
-    }
-
-    /// Puts a new process under this container's limits.
-    fn enforce_limits(&mut self, pid: u32, cgroups: &Cgroups) {
-        let enforced = cgroups
-            .create(&self.cgroup_name, &self.limits)
-            .and_then(|cgroup| {
-                cgroup.add(pid)?;
-                Ok(cgroup)
-            });
-        match enforced {
-            Ok(cgroup) => {
-                self.cgroup = Some(cgroup);
-                self.limits_note = None;
-            }
-            Err(e) => {
-                tracing::warn!(container = %self.plan.name, error = %e, "enforcing limits");
-                self.limits_note = Some(format!(
-                    "container {}: limits not enforced ({e})",
-                    self.plan.name
-                ));
-            }
-        }
-    }
-
-    fn start_if_due(&mut self, pod: &str, cgroups: Option<&Cgroups>) {
-        if self.process.is_some() || self.next_start.is_none_or(|t| t > Instant::now()) {
-            return;
-        }
-        let Ok(launch) = &self.plan.launch else {
-            return;
-        };
-        let banner = if self.starts == 0 {
-            "start".to_string()
-        } else {
-            format!("restart {}", self.starts)
-        };
-        match process::spawn(launch, &self.log_path, &banner) {
-            Ok(p) => {
-                tracing::info!(%pod, container = %self.plan.name, pid = p.pid, "container started");
-                if let Some(cgroups) = cgroups {
-                    self.enforce_limits(p.pid, cgroups);
-                }
-                self.state = RunState::Running {
-                    pid: p.pid,
-                    started_at: p.started_at,
-                };
-                self.readiness = self
-                    .plan
-                    .readiness
-                    .clone()
-                    .map(|s| ProbeTracker::new(s, p.started, false));
-                self.liveness = self
-                    .plan
-                    .liveness
-                    .clone()
-                    .map(|s| ProbeTracker::new(s, p.started, true));
-                self.process = Some(p);
-                self.starts += 1;
-            }
-            Err(e) => {
-                let delay = self.backoff.on_exit(Duration::ZERO);
-                self.next_start = Some(Instant::now() + delay);
-                self.state = waiting("CreateContainerError", Some(e.to_string()));
-            }
-        }
-    }
-
-    fn report(&self) -> ContainerReport {
-        let running = matches!(self.state, RunState::Running { .. });
-        ContainerReport {
-            name: self.plan.name.clone(),
-            image: self.plan.image.clone(),
-            state: self.state.clone(),
-            last_termination: self.last_termination.clone(),
-            restart_count: (self.starts - 1).max(0),
-            ready: running
-                && !self.terminating
-                && self.readiness.as_ref().is_none_or(ProbeTracker::passing),
-            resources: self.resources.clone(),
-        }
-    }
-}
-
 fn spec_resources<'a>(pod: &'a Pod, container: &str) -> Option<&'a ResourceRequirements> {
     pod.spec
         .as_ref()?
@@ -562,23 +384,6 @@ fn with_explicit_nulls(mut status: Value) -> Value {
         }
     }
     status
-}
-
-fn waiting(reason: &str, message: Option<String>) -> RunState {
-    RunState::Waiting {
-        reason: reason.into(),
-        message,
-    }
-}
-
-fn termination(p: &Process, exit: Exit) -> Termination {
-    Termination {
-        pid: p.pid,
-        exit_code: exit.exit_code,
-        signal: exit.signal,
-        started_at: p.started_at,
-        finished_at: Timestamp::now(),
-    }
 }
 
 /// Where a pod's processes keep their logs and volumes: `<work dir>/pods/<ns>_<name>_<uid>`.
