@@ -19,8 +19,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// hosted layer.
 pub const PORTS_PER_CLUSTER: u16 = 100;
 
-/// Base ports are picked from this range, on multiples of [`PORTS_PER_CLUSTER`].
-const BASE_PORT_RANGE: std::ops::Range<u16> = 20_000..60_000;
+/// Base ports are picked from this range, on multiples of [`PORTS_PER_CLUSTER`]. It ends
+/// below Linux's default ephemeral range (32768–60999): a port there can be taken at any
+/// moment by some client connection's local end, and a component would then fail to bind.
+const BASE_PORT_RANGE: std::ops::Range<u16> = 20_000..32_700;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
