@@ -781,3 +781,459 @@ impl Plan {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn statefulset(
+        name: &str,
+        replicas: i32,
+        container: serde_json::Value,
+        volumes: serde_json::Value,
+    ) -> StatefulSet {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "cp"},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "serviceName": "",
+                "template": {"spec": {"containers": [container], "volumes": volumes}},
+            },
+        }))
+        .unwrap()
+    }
+
+    fn apiserver_container(inflight: u32) -> serde_json::Value {
+        json!({
+            "name": "kube-apiserver",
+            "command": ["/bin/kube-apiserver"],
+            "args": ["--v=1", format!("--max-requests-inflight={inflight}"), "--max-mutating-requests-inflight", "200"],
+            "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}},
+        })
+    }
+
+    fn pod_of(sts: &StatefulSet, ordinal: i32) -> Pod {
+        let template = sts.spec.as_ref().unwrap().template.spec.clone();
+        Pod {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!(
+                    "{}-{ordinal}",
+                    sts.metadata.name.as_deref().unwrap()
+                )),
+                ..Default::default()
+            },
+            spec: template,
+            status: None,
+        }
+    }
+
+    fn live(stateful_sets: Vec<StatefulSet>) -> LiveState {
+        let mut state = LiveState {
+            resize_supported: true,
+            ..Default::default()
+        };
+        for sts in stateful_sets {
+            for ordinal in 0..sts.spec.as_ref().unwrap().replicas.unwrap() {
+                state.pods.push(pod_of(&sts, ordinal));
+            }
+            state
+                .stateful_sets
+                .insert(sts.metadata.name.clone().unwrap(), sts);
+        }
+        state
+    }
+
+    fn apiserver_rec(
+        name: &str,
+        sts: &str,
+        inflight: u32,
+        cpu_cores: f64,
+        queue_length: u32,
+    ) -> serde_json::Value {
+        let settings = json!({
+            "cpu_cores": cpu_cores,
+            "memory_bytes": 536_870_912.0,
+            "max_requests_inflight": inflight,
+            "max_mutating_requests_inflight": 200,
+            "queue_length": queue_length,
+        });
+        json!({
+            "target": {"name": name, "stateful_set": sts, "container": "kube-apiserver"},
+            "current": settings,
+            "recommended": settings,
+            "evaluations": 0,
+        })
+    }
+
+    fn client_rec(name: &str, container: &str, qps: f64, burst: u32) -> serde_json::Value {
+        let settings = json!({"cpu_cores": 0.1, "memory_bytes": 134_217_728.0, "client_qps": qps, "client_burst": burst});
+        json!({
+            "target": {"name": name, "stateful_set": name, "container": container},
+            "current": settings,
+            "recommended": settings,
+            "notes": [],
+        })
+    }
+
+    fn recommendation(
+        action: &str,
+        apiservers: Vec<serde_json::Value>,
+        schedulers: Vec<serde_json::Value>,
+        controller_managers: Vec<serde_json::Value>,
+    ) -> Recommendation {
+        serde_json::from_value(json!({
+            "time_unix_s": 0.0,
+            "action": action,
+            "hold_reasons": ["cooling down"],
+            "feasible": true,
+            "confidence": "medium",
+            "apiservers": apiservers,
+            "schedulers": schedulers,
+            "controller_managers": controller_managers,
+            "notes": [],
+        }))
+        .unwrap()
+    }
+
+    fn options() -> PlanOptions {
+        PlanOptions {
+            apf_levels: vec!["global-default".into()],
+            ..PlanOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_new_flag_rolls_the_template_and_keeps_every_other_arg() {
+        let state = live(vec![statefulset(
+            "apiserver-0",
+            1,
+            apiserver_container(400),
+            json!([]),
+        )]);
+        let rec = recommendation(
+            "change",
+            vec![apiserver_rec("apiserver-0", "apiserver-0", 600, 0.25, 0)],
+            vec![],
+            vec![],
+        );
+        let plan = plan(&rec, &state, &options()).unwrap();
+        let [sts] = plan.stateful_sets.as_slice() else {
+            panic!("{plan:?}")
+        };
+        let roll = sts.roll.as_ref().expect("a flag change rolls");
+        assert_eq!(
+            roll.target.container.command_line.args,
+            vec![
+                "--v=1",
+                "--max-requests-inflight=600",
+                "--max-mutating-requests-inflight",
+                "200"
+            ]
+        );
+        assert_eq!(
+            roll.previous
+                .container
+                .command_line
+                .value("--max-requests-inflight")
+                .as_deref(),
+            Some("400")
+        );
+        assert_eq!(sts.changes.len(), 1, "{:?}", sts.changes);
+        assert_eq!(sts.changes[0].path, ChangePath::Roll);
+        assert!(sts.resizes.is_empty());
+        assert!(
+            plan.render().contains("+ --max-requests-inflight=600"),
+            "{}",
+            plan.render()
+        );
+    }
+
+    #[test]
+    fn an_applied_recommendation_plans_nothing_and_hold_plans_nothing() {
+        let state = live(vec![statefulset(
+            "apiserver-0",
+            1,
+            apiserver_container(400),
+            json!([]),
+        )]);
+        let rec = recommendation(
+            "change",
+            vec![apiserver_rec("apiserver-0", "apiserver-0", 400, 0.25, 0)],
+            vec![],
+            vec![],
+        );
+        let plan = plan(&rec, &state, &options()).unwrap();
+        assert!(plan.is_empty(), "{plan:?}");
+        assert_eq!(plan.unchanged, vec!["apiserver-0"]);
+        let hold = recommendation(
+            "hold",
+            vec![apiserver_rec("apiserver-0", "apiserver-0", 900, 4.0, 0)],
+            vec![],
+            vec![],
+        );
+        let plan = super::plan(&hold, &state, &options()).unwrap();
+        assert!(plan.is_empty());
+        assert!(plan.notes[0].contains("cooling down"), "{:?}", plan.notes);
+    }
+
+    #[test]
+    fn cpu_alone_resizes_in_place_unless_the_cluster_or_the_container_cannot() {
+        let rec = recommendation(
+            "change",
+            vec![apiserver_rec("apiserver-0", "apiserver-0", 400, 0.5, 0)],
+            vec![],
+            vec![],
+        );
+        let state = live(vec![statefulset(
+            "apiserver-0",
+            1,
+            apiserver_container(400),
+            json!([]),
+        )]);
+        let planned = plan(&rec, &state, &options()).unwrap();
+        let sts = &planned.stateful_sets[0];
+        assert!(sts.roll.is_none());
+        assert_eq!(sts.resizes.len(), 1);
+        assert_eq!(sts.resizes[0].pod, "apiserver-0-0");
+        assert_eq!(
+            sts.resizes[0].target.requests.as_ref().unwrap()["cpu"].0,
+            "500m"
+        );
+        assert_eq!(sts.changes[0].path, ChangePath::InPlaceResize);
+
+        let old_cluster = LiveState {
+            resize_supported: false,
+            ..state.clone()
+        };
+        let planned = plan(&rec, &old_cluster, &options()).unwrap();
+        assert!(planned.stateful_sets[0].roll.is_some());
+        assert!(planned.stateful_sets[0].resizes.is_empty());
+
+        let mut restart = apiserver_container(400);
+        restart["resizePolicy"] =
+            json!([{"resourceName": "cpu", "restartPolicy": "RestartContainer"}]);
+        let state = live(vec![statefulset("apiserver-0", 1, restart, json!([]))]);
+        let planned = plan(&rec, &state, &options()).unwrap();
+        assert!(planned.stateful_sets[0].roll.is_some());
+        assert_eq!(planned.stateful_sets[0].changes[0].path, ChangePath::Roll);
+    }
+
+    #[test]
+    fn limits_equal_to_requests_follow_them() {
+        let current: ResourceRequirements = serde_json::from_value(json!({
+            "requests": {"cpu": "1", "memory": "1Gi"},
+            "limits": {"cpu": "1", "memory": "2Gi"},
+        }))
+        .unwrap();
+        let wanted = with_resources(Some(&current), 2.0, 536_870_912.0);
+        let limits = wanted.limits.unwrap();
+        assert_eq!(
+            limits["cpu"].0, "2000m",
+            "a Guaranteed CPU limit follows its request"
+        );
+        assert_eq!(limits["memory"].0, "2Gi", "a higher limit stays");
+    }
+
+    #[test]
+    fn one_statefulset_of_several_replicas_must_get_one_setting() {
+        let state = live(vec![statefulset(
+            "apiserver",
+            3,
+            apiserver_container(400),
+            json!([]),
+        )]);
+        let same: Vec<_> = (0..3)
+            .map(|i| apiserver_rec(&format!("apiserver-{i}"), "apiserver", 600, 0.25, 0))
+            .collect();
+        let planned = plan(
+            &recommendation("change", same, vec![], vec![]),
+            &state,
+            &options(),
+        )
+        .unwrap();
+        assert_eq!(planned.stateful_sets[0].replicas, 3);
+        assert_eq!(planned.stateful_sets[0].changes.len(), 3);
+        let mut different: Vec<_> = (0..3)
+            .map(|i| apiserver_rec(&format!("apiserver-{i}"), "apiserver", 600, 0.25, 0))
+            .collect();
+        different[1] = apiserver_rec("apiserver-1", "apiserver", 700, 0.25, 0);
+        let error = plan(
+            &recommendation("change", different, vec![], vec![]),
+            &state,
+            &options(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(error, Error::DivergentReplicas(ref s) if s == "apiserver"),
+            "{error}"
+        );
+        let unknown = vec![apiserver_rec("apiserver-x", "apiserver", 600, 0.25, 0)];
+        let error = plan(
+            &recommendation("change", unknown, vec![], vec![]),
+            &state,
+            &options(),
+        )
+        .unwrap_err();
+        assert!(matches!(error, Error::NoReplica { .. }), "{error}");
+    }
+
+    #[test]
+    fn a_scheduler_config_file_in_a_configmap_is_edited_and_rolled() {
+        let container = json!({
+            "name": "kube-scheduler",
+            "command": ["kube-scheduler", "--config=/etc/scheduler/config.yaml", "--v=2"],
+            "volumeMounts": [{"name": "config", "mountPath": "/etc/scheduler"}],
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+        });
+        let volumes = json!([{"name": "config", "configMap": {"name": "scheduler-config"}}]);
+        let mut state = live(vec![statefulset(
+            "scheduler-0",
+            1,
+            container.clone(),
+            volumes,
+        )]);
+        let config_map: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": "scheduler-config"},
+            "data": {"config.yaml": "kind: KubeSchedulerConfiguration\nclientConnection:\n  qps: 50\n  burst: 100\n"},
+        }))
+        .unwrap();
+        state
+            .config_maps
+            .insert("scheduler-config".into(), config_map);
+        let rec = recommendation(
+            "change",
+            vec![],
+            vec![client_rec("scheduler-0", "kube-scheduler", 80.0, 160)],
+            vec![],
+        );
+        let planned = plan(&rec, &state, &options()).unwrap();
+        let roll = planned.stateful_sets[0].roll.as_ref().expect("a roll");
+        let file = roll.target.config_file.as_ref().unwrap();
+        assert_eq!(
+            (file.config_map.as_str(), file.key.as_str()),
+            ("scheduler-config", "config.yaml")
+        );
+        assert!(file.content.contains("qps: 80"), "{}", file.content);
+        assert_eq!(
+            roll.target.container.command_line, roll.previous.container.command_line,
+            "flags are ignored with --config"
+        );
+        assert!(roll.target.config_hash.is_some() && roll.previous.config_hash.is_none());
+
+        let on_host = json!([{"name": "config", "hostPath": {"path": "/etc/scheduler"}}]);
+        let state = live(vec![statefulset("scheduler-0", 1, container, on_host)]);
+        let error = plan(&rec, &state, &options()).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("cannot change its client QPS/burst"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn components_follow_the_configured_order() {
+        let qps = |name: &str, container: &str| {
+            let c = json!({
+                "name": container,
+                "command": ["/bin/x"],
+                "args": ["--kube-api-qps=20", "--kube-api-burst=30"],
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+            });
+            statefulset(name, 1, c, json!([]))
+        };
+        let state = live(vec![
+            qps("scheduler-0", "kube-scheduler"),
+            qps("controller-manager-0", "kube-controller-manager"),
+            statefulset("apiserver-0", 1, apiserver_container(400), json!([])),
+        ]);
+        let rec = recommendation(
+            "change",
+            vec![apiserver_rec("apiserver-0", "apiserver-0", 600, 0.25, 0)],
+            vec![client_rec("scheduler-0", "kube-scheduler", 40.0, 80)],
+            vec![client_rec(
+                "controller-manager-0",
+                "kube-controller-manager",
+                40.0,
+                80,
+            )],
+        );
+        let order = |planned: Plan| {
+            planned
+                .stateful_sets
+                .iter()
+                .map(|s| s.stateful_set.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            order(plan(&rec, &state, &options()).unwrap()),
+            ["apiserver-0", "controller-manager-0", "scheduler-0"]
+        );
+        let reversed = PlanOptions {
+            order: vec![
+                Component::Scheduler,
+                Component::ControllerManager,
+                Component::Apiserver,
+            ],
+            ..options()
+        };
+        assert_eq!(
+            order(plan(&rec, &state, &reversed).unwrap()),
+            ["scheduler-0", "controller-manager-0", "apiserver-0"]
+        );
+    }
+
+    #[test]
+    fn queue_length_is_spread_over_the_level_queues() {
+        let mut state = live(vec![statefulset(
+            "apiserver-0",
+            1,
+            apiserver_container(400),
+            json!([]),
+        )]);
+        let level: PriorityLevelConfiguration = serde_json::from_value(json!({
+            "metadata": {"name": "global-default"},
+            "spec": {"type": "Limited", "limited": {"nominalConcurrencyShares": 20, "limitResponse": {"type": "Queue", "queuing": {"queues": 128, "queueLengthLimit": 50, "handSize": 6}}}},
+        }))
+        .unwrap();
+        state.priority_levels = Some(vec![level]);
+        let with_room = |room| {
+            recommendation(
+                "change",
+                vec![apiserver_rec("apiserver-0", "apiserver-0", 400, 0.25, room)],
+                vec![],
+                vec![],
+            )
+        };
+        assert!(
+            plan(&with_room(6400), &state, &options())
+                .unwrap()
+                .is_empty()
+        );
+        let planned = plan(&with_room(7680), &state, &options()).unwrap();
+        assert!(planned.stateful_sets.is_empty());
+        assert_eq!(
+            planned.apf,
+            vec![LevelChange {
+                name: "global-default".into(),
+                queues: 128,
+                from_queue_length_limit: 50,
+                to_queue_length_limit: 60
+            }]
+        );
+        let no_tested = LiveState {
+            priority_levels: None,
+            ..state
+        };
+        let planned = plan(&with_room(7680), &no_tested, &options()).unwrap();
+        assert!(
+            planned.apf.is_empty()
+                && planned
+                    .notes
+                    .iter()
+                    .any(|n| n.contains("no client for the tested cluster"))
+        );
+    }
+}

@@ -1,0 +1,688 @@
+//! The updater against the real hosted test control plane (`perf-tests/cluster up --hosted`):
+//! three kube-apiserver StatefulSets run as processes by the node agents, APF objects in the
+//! tested cluster. One cluster serves every case, cheapest first:
+//! (e) a dry run changes nothing; (f) an identity without patch rights gets a clear error
+//! and nothing changes; (a) a new --max-requests-inflight rolls the three apiservers one at
+//! a time, never two down, each new process carrying the flag, and applying it again is a
+//! no-op; (d) an APF queue length changes live with no restart; (b) a flag kube-apiserver
+//! refuses is rolled back and the other replicas never restart; (c) an updater stopped
+//! mid-roll is finished by the next run with the same recommendation, or rolled back by a
+//! recovery without one, leaving no intent behind.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use harness::{Cluster, ClusterOptions, ComponentPid, Outcome as Harness};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::flowcontrol::v1::PriorityLevelConfiguration;
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use recommender::Recommendation;
+use serde_json::json;
+use updater::intent::INTENT_ANNOTATION;
+use updater::{Context, Error, Options, Outcome, PlanOptions, ReadinessOnly};
+
+const APISERVERS: [&str; 3] = ["apiserver-0", "apiserver-1", "apiserver-2"];
+const INFLIGHT_FLAG: &str = "--max-requests-inflight=";
+/// What hosted-up starts the apiservers with.
+const START_INFLIGHT: u32 = 400;
+const START_MUTATING: u32 = 200;
+/// global-default has 128 queues of 50: 6400 is the room it has now.
+const START_ROOM: u32 = 6400;
+const WAIT: Duration = Duration::from_secs(180);
+
+#[test]
+fn updater_on_the_hosted_control_plane() {
+    // hosted-up runs the workspace's node-agent build when there is one (`cargo build -p
+    // node-agent` from inside a test would recompile its dependencies for its own features).
+    let agent = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("node-agent")))
+        .filter(|agent| agent.is_file());
+    if let (Some(agent), None) = (agent, std::env::var_os("ARAK_NODE_AGENT")) {
+        // SAFETY: the only test of this binary, and no runtime has started yet, so no other
+        // thread reads or writes the environment.
+        unsafe { std::env::set_var("ARAK_NODE_AGENT", agent) };
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(cases());
+}
+
+struct Env {
+    management: Client,
+    tested: Client,
+    namespace: String,
+}
+
+async fn cases() {
+    let started = Instant::now();
+    let options = ClusterOptions {
+        nodes: 1,
+        hosted: true,
+        ready_timeout: Duration::from_secs(240),
+    };
+    let cluster = match Cluster::up(&options).expect("starting the hosted cluster") {
+        Harness::Ready(cluster) => cluster,
+        Harness::Skip(reason) => {
+            eprintln!("SKIPPED updater_on_the_hosted_control_plane: {reason}");
+            return;
+        }
+    };
+    eprintln!(
+        "hosted control plane up in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let env = Env {
+        management: client(cluster.admin_kubeconfig()).await,
+        tested: client(Path::new(
+            cluster
+                .env_var("ARAK_TESTED_KUBECONFIG")
+                .expect("tested kubeconfig"),
+        ))
+        .await,
+        namespace: cluster
+            .env_var("ARAK_TESTED_NAMESPACE")
+            .expect("tested namespace")
+            .to_owned(),
+    };
+    let ctx = context(&env, env.management.clone());
+    wait_all_ready(&env).await;
+
+    let step = Instant::now();
+    dry_run_changes_nothing(&env, &ctx).await;
+    eprintln!("(e) dry run: {:.1}s", step.elapsed().as_secs_f64());
+    let step = Instant::now();
+    denied_patch_changes_nothing(&env, &cluster).await;
+    eprintln!("(f) denied: {:.1}s", step.elapsed().as_secs_f64());
+    let step = Instant::now();
+    rolls_one_apiserver_at_a_time(&env, &ctx).await;
+    eprintln!("(a) roll: {:.1}s", step.elapsed().as_secs_f64());
+    let step = Instant::now();
+    apf_changes_live(&env, &ctx).await;
+    eprintln!("(d) APF: {:.1}s", step.elapsed().as_secs_f64());
+    let step = Instant::now();
+    refused_flag_is_rolled_back(&env, &ctx).await;
+    eprintln!("(b) rollback: {:.1}s", step.elapsed().as_secs_f64());
+    let step = Instant::now();
+    interrupted_roll_is_finished_or_undone(&env, &ctx).await;
+    eprintln!("(c) crash: {:.1}s", step.elapsed().as_secs_f64());
+    eprintln!("whole test in {:.1}s", started.elapsed().as_secs_f64());
+}
+
+fn context(env: &Env, management: Client) -> Context<ReadinessOnly> {
+    let options = Options {
+        plan: PlanOptions {
+            apf_levels: vec!["global-default".into()],
+            ..PlanOptions::default()
+        },
+        pod_ready_timeout: Duration::from_secs(120),
+        soak: Duration::from_secs(2),
+        rollback_timeout: Duration::from_secs(180),
+        poll_interval: Duration::from_millis(500),
+        ..Options::default()
+    };
+    Context::new(
+        management,
+        Some(env.tested.clone()),
+        env.namespace.clone(),
+        options,
+        ReadinessOnly,
+    )
+}
+
+/// (e) The plan names the change, and no object's resourceVersion moves.
+async fn dry_run_changes_nothing(env: &Env, ctx: &Context<ReadinessOnly>) {
+    let before = versions(env).await;
+    let rec = recommendation(&[500, 500, 500], START_MUTATING, START_ROOM * 2);
+    let plan = updater::plan(ctx, &rec).await.expect("plan");
+    assert_eq!(plan.stateful_sets.len(), 3, "{}", plan.render());
+    assert_eq!(plan.apf.len(), 1, "{}", plan.render());
+    let text = plan.render();
+    assert!(text.contains("--max-requests-inflight=500"), "{text}");
+    assert!(text.contains("queueLengthLimit 50 -> 100"), "{text}");
+    eprintln!("dry-run plan:\n{text}");
+    assert_eq!(versions(env).await, before, "a dry run changed an object");
+}
+
+/// (f) An identity that may read but not patch StatefulSets is stopped before any change.
+async fn denied_patch_changes_nothing(env: &Env, cluster: &Cluster) {
+    let readonly = read_only_client(env, cluster).await;
+    let ctx = context(env, readonly);
+    let before = versions(env).await;
+    let rec = recommendation(&[500, 500, 500], START_MUTATING, START_ROOM * 2);
+    let error = updater::apply(&ctx, &rec)
+        .await
+        .expect_err("the read-only identity must be refused");
+    let message = error.to_string();
+    assert!(
+        matches!(
+            error,
+            Error::Forbidden {
+                verb: "patch",
+                resource: "statefulsets",
+                ..
+            }
+        ),
+        "{message}"
+    );
+    eprintln!("refused as expected: {message}");
+    assert_eq!(
+        versions(env).await,
+        before,
+        "a refused apply changed an object"
+    );
+}
+
+/// (a) Three apiservers rolled one after another, never two down, the new flag in every
+/// new process; applying the same recommendation again changes nothing.
+async fn rolls_one_apiserver_at_a_time(env: &Env, ctx: &Context<ReadinessOnly>) {
+    let old = processes(env).await;
+    let watcher = ReadinessWatcher::start(env);
+    let rec = recommendation(&[437, 437, 437], START_MUTATING, START_ROOM);
+    let outcome = updater::apply(ctx, &rec).await.expect("apply");
+    let seen = watcher.stop().await;
+    assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+    assert!(
+        seen.max_not_ready <= 1,
+        "two apiservers were down at once: {seen:?}"
+    );
+    assert_eq!(
+        seen.replaced,
+        vec!["apiserver-0-0", "apiserver-1-0", "apiserver-2-0"],
+        "the apiservers roll one after the other, in order"
+    );
+    let new = processes(env).await;
+    for sts in APISERVERS {
+        assert_ne!(new[sts], old[sts], "{sts} got a new process");
+        assert!(!old[sts].is_running(), "{sts}'s old process exited");
+        assert_eq!(
+            inflight_flag(new[sts].pid),
+            Some(437),
+            "{sts}'s new process"
+        );
+    }
+    assert_no_intent(env).await;
+    let again = updater::apply(ctx, &rec).await.expect("apply again");
+    assert!(matches!(again, Outcome::Unchanged { .. }), "{again:?}");
+    assert_eq!(processes(env).await, new, "re-applying restarted something");
+}
+
+/// (d) A new queue length reaches the tested cluster's PriorityLevelConfiguration and no
+/// apiserver restarts.
+async fn apf_changes_live(env: &Env, ctx: &Context<ReadinessOnly>) {
+    let before = processes(env).await;
+    let rec = recommendation(&[437, 437, 437], START_MUTATING, 128 * 60);
+    let outcome = updater::apply(ctx, &rec).await.expect("apply");
+    let Outcome::Applied { plan } = &outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(plan.stateful_sets.is_empty(), "{}", plan.render());
+    // The apiserver's config producer must not put its own spec back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(queue_length_limit(env).await, 60);
+    assert_eq!(
+        processes(env).await,
+        before,
+        "an APF change restarted an apiserver"
+    );
+}
+
+/// (b) kube-apiserver refuses to start with no concurrency at all: the updater restores the
+/// previous template, the old flag runs again, the other replicas never restarted.
+async fn refused_flag_is_rolled_back(env: &Env, ctx: &Context<ReadinessOnly>) {
+    let before = processes(env).await;
+    let mut rec = recommendation(&[0, 437, 437], START_MUTATING, 128 * 60);
+    rec.apiservers[0].recommended.max_mutating_requests_inflight = 0;
+    let outcome = updater::apply(ctx, &rec).await.expect("apply");
+    let Outcome::Rejected(rejection) = &outcome else {
+        panic!("a refused flag must be rejected: {outcome:?}")
+    };
+    assert_eq!(rejection.stateful_set.as_deref(), Some("apiserver-0"));
+    eprintln!("rejected: {}", rejection.reason);
+    let after = processes(env).await;
+    assert_ne!(after["apiserver-0"], before["apiserver-0"]);
+    assert_eq!(
+        inflight_flag(after["apiserver-0"].pid),
+        Some(437),
+        "the old flag is back"
+    );
+    for sts in ["apiserver-1", "apiserver-2"] {
+        assert_eq!(after[sts], before[sts], "{sts} was never restarted");
+    }
+    assert_eq!(template_inflight(env, "apiserver-0").await, Some(437));
+    assert_no_intent(env).await;
+}
+
+/// (c) An updater stopped while a pod rolls leaves its intent; the next apply of the same
+/// recommendation finishes the roll, and a recovery without it rolls another one back.
+async fn interrupted_roll_is_finished_or_undone(env: &Env, ctx: &Context<ReadinessOnly>) {
+    let rec = recommendation(&[451, 451, 451], START_MUTATING, 128 * 60);
+    interrupt_while(ctx, &rec, env, "apiserver-1").await;
+    let outcome = updater::apply(ctx, &rec).await.expect("resuming apply");
+    assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+    let finished = processes(env).await;
+    for sts in APISERVERS {
+        assert_eq!(
+            inflight_flag(finished[sts].pid),
+            Some(451),
+            "{sts} finished"
+        );
+        assert_eq!(template_inflight(env, sts).await, Some(451));
+    }
+    assert_no_intent(env).await;
+
+    let other = recommendation(&[463, 463, 463], START_MUTATING, 128 * 60);
+    interrupt_while(ctx, &other, env, "apiserver-0").await;
+    let rejected = updater::recover(ctx, None).await.expect("recovery");
+    assert_eq!(
+        rejected, None,
+        "a rollback without a recommendation rejects nothing"
+    );
+    assert_no_intent(env).await;
+    let undone = processes(env).await;
+    for sts in APISERVERS {
+        assert_eq!(
+            template_inflight(env, sts).await,
+            Some(451),
+            "{sts} rolled back"
+        );
+        assert_eq!(
+            inflight_flag(undone[sts].pid),
+            Some(451),
+            "{sts} runs the old flag"
+        );
+    }
+    wait_all_ready(env).await;
+}
+
+/// Runs `apply` until `sts` carries an intent and its pod is being replaced, then drops it
+/// mid-roll as a killed process would.
+async fn interrupt_while(ctx: &Context<ReadinessOnly>, rec: &Recommendation, env: &Env, sts: &str) {
+    let statefulsets: Api<StatefulSet> = Api::namespaced(env.management.clone(), &env.namespace);
+    let pods: Api<Pod> = Api::namespaced(env.management.clone(), &env.namespace);
+    let old_uid = pods
+        .get(&format!("{sts}-0"))
+        .await
+        .expect("pod")
+        .metadata
+        .uid;
+    let apply = updater::apply(ctx, rec);
+    let what = format!("{sts} mid-roll");
+    let mid_roll = poll(&what, || async {
+        let annotated = statefulsets
+            .get(sts)
+            .await
+            .ok()?
+            .metadata
+            .annotations?
+            .contains_key(INTENT_ANNOTATION);
+        let pod = pods.get_opt(&format!("{sts}-0")).await.ok()?;
+        let replacing = pod.is_none_or(|p| p.metadata.uid != old_uid);
+        (annotated && replacing).then_some(())
+    });
+    tokio::select! {
+        outcome = apply => panic!("apply finished before it could be interrupted: {outcome:?}"),
+        () = mid_roll => {}
+    }
+    let intent = statefulsets
+        .get(sts)
+        .await
+        .expect("sts")
+        .metadata
+        .annotations;
+    assert!(
+        intent.is_some_and(|a| a.contains_key(INTENT_ANNOTATION)),
+        "the interrupted roll left its intent on {sts}"
+    );
+}
+
+/// A Recommendation to change the apiservers to these limits, CPU and memory as they are.
+fn recommendation(inflight: &[u32; 3], mutating: u32, queue_length: u32) -> Recommendation {
+    let apiservers: Vec<_> = APISERVERS
+        .iter()
+        .zip(inflight)
+        .map(|(name, &inflight)| {
+            let settings = |inflight| {
+                json!({
+                    "cpu_cores": 0.25,
+                    "memory_bytes": 536_870_912.0,
+                    "max_requests_inflight": inflight,
+                    "max_mutating_requests_inflight": mutating,
+                    "queue_length": queue_length,
+                })
+            };
+            json!({
+                "target": {"name": name, "stateful_set": name, "container": "kube-apiserver"},
+                "current": settings(START_INFLIGHT),
+                "recommended": settings(inflight),
+                "evaluations": 0,
+            })
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "time_unix_s": 0.0,
+        "action": "change",
+        "hold_reasons": [],
+        "feasible": true,
+        "confidence": "medium",
+        "apiservers": apiservers,
+        "schedulers": [],
+        "controller_managers": [],
+        "notes": [],
+    }))
+    .expect("a valid Recommendation")
+}
+
+/// resourceVersions of the apiserver StatefulSets and of the APF level.
+async fn versions(env: &Env) -> BTreeMap<String, Option<String>> {
+    let statefulsets: Api<StatefulSet> = Api::namespaced(env.management.clone(), &env.namespace);
+    let mut versions = BTreeMap::new();
+    for sts in APISERVERS {
+        let object = statefulsets.get(sts).await.expect("sts");
+        versions.insert(sts.to_owned(), object.metadata.resource_version);
+    }
+    let level = Api::<PriorityLevelConfiguration>::all(env.tested.clone())
+        .get("global-default")
+        .await
+        .expect("global-default");
+    versions.insert("global-default".into(), level.metadata.resource_version);
+    versions
+}
+
+async fn queue_length_limit(env: &Env) -> i32 {
+    Api::<PriorityLevelConfiguration>::all(env.tested.clone())
+        .get("global-default")
+        .await
+        .expect("global-default")
+        .spec
+        .and_then(|s| s.limited)
+        .and_then(|l| l.limit_response)
+        .and_then(|r| r.queuing)
+        .and_then(|q| q.queue_length_limit)
+        .expect("a queue length limit")
+}
+
+async fn template_inflight(env: &Env, sts: &str) -> Option<u32> {
+    let object = Api::<StatefulSet>::namespaced(env.management.clone(), &env.namespace)
+        .get(sts)
+        .await
+        .expect("sts");
+    object.spec?.template.spec?.containers[0]
+        .args
+        .as_ref()?
+        .iter()
+        .find_map(|a| a.strip_prefix(INFLIGHT_FLAG)?.parse().ok())
+}
+
+async fn assert_no_intent(env: &Env) {
+    let list = Api::<StatefulSet>::namespaced(env.management.clone(), &env.namespace)
+        .list(&ListParams::default())
+        .await
+        .expect("StatefulSets");
+    for sts in list.items {
+        let annotations = sts.metadata.annotations.unwrap_or_default();
+        assert!(
+            !annotations.contains_key(INTENT_ANNOTATION),
+            "{:?} still has an intent",
+            sts.metadata.name
+        );
+    }
+}
+
+/// The kube-apiserver process of each apiserver StatefulSet, once all are Ready.
+async fn processes(env: &Env) -> BTreeMap<String, ComponentPid> {
+    wait_all_ready(env).await;
+    let pods: Api<Pod> = Api::namespaced(env.management.clone(), &env.namespace);
+    let mut found = BTreeMap::new();
+    for sts in APISERVERS {
+        let pod = pods.get(&format!("{sts}-0")).await.expect("pod");
+        found.insert(
+            sts.to_owned(),
+            pod_process(&pod).expect("a running process"),
+        );
+    }
+    found
+}
+
+async fn wait_all_ready(env: &Env) {
+    let pods: Api<Pod> = Api::namespaced(env.management.clone(), &env.namespace);
+    poll("every apiserver Ready", || async {
+        for sts in APISERVERS {
+            let pod = pods.get_opt(&format!("{sts}-0")).await.ok()??;
+            if !ready(&pod) || pod_process(&pod).is_none() {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    max_not_ready: usize,
+    /// Pods in the order they got a new uid.
+    replaced: Vec<String>,
+}
+
+/// Polls the apiserver pods' readiness while a roll runs.
+struct ReadinessWatcher {
+    seen: Arc<Mutex<Seen>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReadinessWatcher {
+    fn start(env: &Env) -> Self {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let pods: Api<Pod> = Api::namespaced(env.management.clone(), &env.namespace);
+        let record = seen.clone();
+        let task = tokio::spawn(async move {
+            let mut uids: BTreeMap<String, Option<String>> = BTreeMap::new();
+            loop {
+                if let Ok(list) = pods.list(&ListParams::default()).await {
+                    let mut seen = record.lock().expect("lock");
+                    let mut down = 0;
+                    for sts in APISERVERS {
+                        let name = format!("{sts}-0");
+                        let pod = list
+                            .items
+                            .iter()
+                            .find(|p| p.metadata.name.as_deref() == Some(name.as_str()));
+                        if !pod.is_some_and(ready) {
+                            down += 1;
+                        }
+                        let uid = pod.and_then(|p| p.metadata.uid.clone());
+                        let previous = uids.insert(name.clone(), uid.clone());
+                        if uid.is_some()
+                            && previous.is_some_and(|p| p != uid)
+                            && !seen.replaced.contains(&name)
+                        {
+                            seen.replaced.push(name);
+                        }
+                    }
+                    seen.max_not_ready = seen.max_not_ready.max(down);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Self { seen, task }
+    }
+
+    async fn stop(self) -> Seen {
+        self.task.abort();
+        let _ = self.task.await;
+        std::mem::take(&mut *self.seen.lock().expect("lock"))
+    }
+}
+
+/// A client for a service account allowed to read what the updater reads, not to patch.
+async fn read_only_client(env: &Env, cluster: &Cluster) -> Client {
+    let ns = &env.namespace;
+    let name = "arak-read-only";
+    let meta = ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(ns.clone()),
+        ..Default::default()
+    };
+    let pp = PostParams::default();
+    let accounts: Api<ServiceAccount> = Api::namespaced(env.management.clone(), ns);
+    accounts
+        .create(
+            &pp,
+            &ServiceAccount {
+                metadata: meta.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("service account");
+    let rule = |group: &str, resources: &[&str]| PolicyRule {
+        api_groups: Some(vec![group.into()]),
+        resources: Some(resources.iter().map(|r| r.to_string()).collect()),
+        verbs: vec!["get".into(), "list".into()],
+        ..Default::default()
+    };
+    Api::<Role>::namespaced(env.management.clone(), ns)
+        .create(
+            &pp,
+            &Role {
+                metadata: meta.clone(),
+                rules: Some(vec![
+                    rule("apps", &["statefulsets"]),
+                    rule("", &["pods", "configmaps"]),
+                ]),
+            },
+        )
+        .await
+        .expect("role");
+    Api::<RoleBinding>::namespaced(env.management.clone(), ns)
+        .create(
+            &pp,
+            &RoleBinding {
+                metadata: meta,
+                role_ref: RoleRef {
+                    api_group: "rbac.authorization.k8s.io".into(),
+                    kind: "Role".into(),
+                    name: name.into(),
+                },
+                subjects: Some(vec![Subject {
+                    kind: "ServiceAccount".into(),
+                    name: name.into(),
+                    namespace: Some(ns.clone()),
+                    ..Default::default()
+                }]),
+            },
+        )
+        .await
+        .expect("role binding");
+    let token = accounts
+        .create_token_request(
+            name,
+            &pp,
+            &TokenRequest {
+                spec: TokenRequestSpec {
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("token")
+        .status
+        .expect("token status")
+        .token;
+    let path: PathBuf = cluster.state_dir().join("read-only.kubeconfig");
+    let kubeconfig = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "management", "cluster": {
+            "server": cluster.apiserver_url(),
+            "certificate-authority": cluster.state_dir().join("pki/ca.crt"),
+        }}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": "management", "user": name, "namespace": ns}}],
+        "current-context": name,
+    });
+    std::fs::write(&path, kubeconfig.to_string()).expect("writing the kubeconfig");
+    client(&path).await
+}
+
+/// The process behind a pod's first container: the agent names it `process://<pid>`.
+fn pod_process(pod: &Pod) -> Option<ComponentPid> {
+    let status = pod.status.as_ref()?.container_statuses.as_ref()?.first()?;
+    status.state.as_ref()?.running.as_ref()?;
+    let pid: u32 = status
+        .container_id
+        .as_ref()?
+        .strip_prefix("process://")?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let start_time = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok();
+    Some(ComponentPid {
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        pid,
+        start_time,
+    })
+}
+
+fn inflight_flag(pid: u32) -> Option<u32> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    cmdline
+        .split(|b| *b == 0)
+        .filter_map(|arg| std::str::from_utf8(arg).ok())
+        .find_map(|arg| arg.strip_prefix(INFLIGHT_FLAG)?.parse().ok())
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn client(kubeconfig: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("reading kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig to client config");
+    Client::try_from(config).expect("kube client")
+}
+
+async fn poll<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
