@@ -121,7 +121,8 @@ mod tests {
     fn each_rule_holds_with_its_reason() {
         let p = Policy::from_yaml(EXAMPLE).unwrap();
         assert_eq!(decide(&situation(), &p).0, Action::Change);
-        let cases: [(fn(&mut Situation), &str); 5] = [
+        type Change = fn(&mut Situation);
+        let cases: [(Change, &str); 5] = [
             (|s| s.blocking.push("stale".into()), "not actionable"),
             (|s| s.confidence = ConfidenceLevel::Low, "confidence"),
             (|s| s.last_change_unix_s = Some(9_900.0), "cooldown"),

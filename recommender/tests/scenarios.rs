@@ -9,6 +9,8 @@ use recommender::snapshot::{Finding, FindingKind, LoadSnapshot, Severity};
 use recommender::{Recommendation, recommend};
 use support::*;
 
+const SNAPSHOT: &str = include_str!("../../config/examples/snapshot-synthetic.json");
+
 fn assert_meets_every_slo(r: &Recommendation) {
     assert!(r.feasible, "{:?}", r.binding_constraint);
     for a in &r.apiservers {

@@ -23,7 +23,7 @@ enum Command {
     /// Evaluate a queueing model: M/M/c, M/M/c/K, the apiserver or the scheduler.
     #[command(subcommand)]
     Model(model::ModelCommand),
-    /// Recommend settings for a snapshot under a policy (offline, from files).
+    /// Recommend settings under a policy, for a snapshot file or one fetched from Prometheus.
     Recommend(recommend::RecommendArgs),
     /// Read the control plane's load from Prometheus or /metrics into a LoadSnapshot.
     Fetch(Box<fetch::FetchArgs>),

@@ -1,10 +1,14 @@
-//! `arak recommend`: one recommendation round on a snapshot file, offline.
+//! `arak recommend`: one recommendation round on a snapshot file, or on one fetched from
+//! Prometheus just before.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use load_fetcher::config::parse_duration;
+use load_fetcher::{ClientOptions, FetchConfig, FetchOptions, HistoryOptions, PrometheusSource};
 use recommender::recommendation::{ApiserverPrediction, ClientPrediction};
 use recommender::snapshot::LoadSnapshot;
 use recommender::{CurrentSettings, Policy, Recommendation, recommend};
@@ -13,9 +17,8 @@ use super::Output;
 
 #[derive(Debug, Args)]
 pub struct RecommendArgs {
-    /// LoadSnapshot JSON, as `arak fetch --output json` writes it.
-    #[arg(long)]
-    snapshot: PathBuf,
+    #[command(flatten)]
+    source: SnapshotSource,
     /// Policy YAML (see config/examples/policy.yaml).
     #[arg(long)]
     policy: PathBuf,
@@ -26,9 +29,39 @@ pub struct RecommendArgs {
     output: Output,
 }
 
+/// Where the load comes from: a file, or Prometheus now.
+#[derive(Debug, Args)]
+struct SnapshotSource {
+    /// LoadSnapshot JSON, as `arak fetch --output json` writes it.
+    #[arg(long, required_unless_present = "prometheus_url")]
+    snapshot: Option<PathBuf>,
+    /// Fetch the snapshot from this Prometheus (plain HTTP or system-trusted TLS).
+    #[arg(long, conflicts_with = "snapshot")]
+    prometheus_url: Option<String>,
+    /// With --prometheus-url: the history to calibrate and forecast from.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    history: Duration,
+    /// With --prometheus-url: the step of the history series.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    step: Duration,
+    /// With --prometheus-url: which jobs and labels make up each component (load_fetcher/README.md).
+    #[arg(long)]
+    fetch_config: Option<PathBuf>,
+}
+
 pub fn run(args: RecommendArgs) -> anyhow::Result<()> {
-    let snapshot: LoadSnapshot = serde_json::from_str(&read(&args.snapshot)?)
-        .with_context(|| format!("snapshot {}", args.snapshot.display()))?;
+    let snapshot = match &args.source.prometheus_url {
+        Some(url) => fetch(url, &args.source)?,
+        None => {
+            let path = args
+                .source
+                .snapshot
+                .as_ref()
+                .context("--snapshot or --prometheus-url")?;
+            serde_json::from_str(&read(path)?)
+                .with_context(|| format!("snapshot {}", path.display()))?
+        }
+    };
     let policy = Policy::from_yaml(&read(&args.policy)?)
         .with_context(|| format!("policy {}", args.policy.display()))?;
     let current: CurrentSettings = match &args.current {
@@ -44,6 +77,31 @@ pub fn run(args: RecommendArgs) -> anyhow::Result<()> {
         Output::Table => print!("{}", table(&recommendation)),
     }
     Ok(())
+}
+
+/// One snapshot with history from Prometheus, as `arak fetch --history` takes it.
+fn fetch(url: &str, source: &SnapshotSource) -> anyhow::Result<LoadSnapshot> {
+    let config = match &source.fetch_config {
+        Some(path) => FetchConfig::from_file(path)?,
+        None => FetchConfig::default(),
+    };
+    let options = FetchOptions {
+        history: Some(HistoryOptions {
+            range: source.history,
+            step: source.step,
+        }),
+        ..FetchOptions::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let snapshot = runtime.block_on(async {
+        PrometheusSource::new(url, &ClientOptions::default())?
+            .fetch(&config, &options)
+            .await
+    })?;
+    Ok(snapshot)
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {
@@ -152,7 +210,8 @@ fn table(r: &Recommendation) -> String {
         let pred = |p: &Option<ApiserverPrediction>, f: fn(&ApiserverPrediction) -> String| {
             p.as_ref().map_or("-".into(), f)
         };
-        let predictions: [(&str, fn(&ApiserverPrediction) -> String); 5] = [
+        type Show = fn(&ApiserverPrediction) -> String;
+        let predictions: [(&str, Show); 5] = [
             ("cpu utilisation", |p| format!("{:.3}", p.cpu_utilization)),
             ("readOnly P99 s", |p| opt(p.read_only_p99_s, 4)),
             ("mutating P99 s", |p| opt(p.mutating_p99_s, 4)),

@@ -11,7 +11,6 @@ use recommender::snapshot::{
 };
 
 pub const POLICY: &str = include_str!("../../../config/examples/policy.yaml");
-pub const SNAPSHOT: &str = include_str!("../../../config/examples/snapshot-synthetic.json");
 pub const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
 /// CPU seconds per request and idle CPU the synthetic apiservers burn.
