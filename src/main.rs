@@ -1,6 +1,7 @@
 //! arak: tunes a live Kubernetes control plane with queueing models.
 
 mod cli;
+mod controller;
 
 use clap::Parser;
 

@@ -1,9 +1,11 @@
 //! The command line: one subcommand per stage, each runnable alone.
 
 mod apply;
+mod crd;
 mod fetch;
 mod model;
 mod recommend;
+mod run;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -29,6 +31,10 @@ enum Command {
     Fetch(Box<fetch::FetchArgs>),
     /// Apply a Recommendation to the control plane (or print the plan with --dry-run).
     Apply(Box<apply::ApplyArgs>),
+    /// Run the controller: fetch, recommend and (by the ControlPlaneTuning's mode) apply, every interval.
+    Run(Box<run::RunArgs>),
+    /// Print the ControlPlaneTuning CustomResourceDefinition as YAML.
+    Crd,
 }
 
 /// How results are printed.
@@ -45,5 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Recommend(args) => recommend::run(args),
         Command::Fetch(args) => fetch::run(*args),
         Command::Apply(args) => apply::run(*args),
+        Command::Run(args) => run::run(*args),
+        Command::Crd => crd::run(),
     }
 }

@@ -1,0 +1,220 @@
+//! `arak run`: the controller. Reads one ControlPlaneTuning and, while this instance holds
+//! the leader lease, runs its rounds until SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use load_fetcher::config::parse_duration;
+use load_fetcher::{ClientOptions, FetchConfig};
+use updater::{Component, PlanOptions};
+
+use crate::controller;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The ControlPlaneTuning to act on; it lives in the namespace of the StatefulSets.
+    #[arg(long, env = "ARAK_TUNING", default_value = "control-plane")]
+    tuning: String,
+    #[command(flatten)]
+    kube: KubeArgs,
+    #[command(flatten)]
+    prometheus: PrometheusArgs,
+    #[command(flatten)]
+    updater: UpdaterArgs,
+    #[command(flatten)]
+    leader: LeaderArgs,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    #[arg(long, value_enum, default_value_t)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Args)]
+struct KubeArgs {
+    /// Kubeconfig of the cluster running the control plane's StatefulSets, the
+    /// ControlPlaneTuning and the lease (KUBECONFIG or in-cluster when omitted).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig of the tuned cluster itself, whose APF objects change live; without it
+    /// APF is left alone.
+    #[arg(long)]
+    tested_kubeconfig: Option<PathBuf>,
+    /// Namespace of the StatefulSets, the ControlPlaneTuning and the lease (the
+    /// kubeconfig's or the pod's namespace when omitted).
+    #[arg(long, short = 'n', env = "POD_NAMESPACE")]
+    namespace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct PrometheusArgs {
+    /// Prometheus to read the load from when the ControlPlaneTuning names none.
+    #[arg(long, env = "PROMETHEUS_URL")]
+    prometheus_url: Option<String>,
+    /// YAML file saying which jobs and labels make up each component (see load_fetcher/README.md).
+    #[arg(long)]
+    fetch_config: Option<PathBuf>,
+    /// Upper bound for each Prometheus query.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    prometheus_timeout: Duration,
+    /// File with a bearer token sent to Prometheus.
+    #[arg(long)]
+    prometheus_token_file: Option<PathBuf>,
+    /// PEM CA bundle to verify Prometheus with (the system roots otherwise).
+    #[arg(long)]
+    prometheus_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct UpdaterArgs {
+    /// The order components are changed in.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "apiserver,controller-manager,scheduler"
+    )]
+    order: Vec<Component>,
+    /// PriorityLevelConfigurations whose queue length follows the recommended queue length.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "workload-high,workload-low,global-default"
+    )]
+    apf_levels: Vec<String>,
+    /// How long a component must stay Ready after each pod before the next one.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    soak: Duration,
+    /// How long one pod may take to come back Ready with its new template.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pod_ready_timeout: Duration,
+    /// How long an in-place resize may take to be reported done.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    resize_timeout: Duration,
+    /// How long a rollback may take before it is left to a person.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    rollback_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+struct LeaderArgs {
+    /// Name of the coordination.k8s.io Lease the instances compete for.
+    #[arg(long, default_value = "arak")]
+    lease_name: String,
+    /// This instance's name in the lease: the pod name in a cluster, else host and pid.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// How long a lease stays valid without renewal; a standby takes over after it.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// A leader that could not renew for this long starts no change.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    renew_deadline: Duration,
+    /// How often the leader renews and a standby tries to acquire.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    retry_period: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "arak=info,updater=info,load_fetcher=info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+    let l = &args.leader;
+    if l.renew_deadline >= l.lease_duration || l.retry_period >= l.renew_deadline {
+        bail!(
+            "need --retry-period < --renew-deadline < --lease-duration, so a leader stops acting before a standby may take over"
+        );
+    }
+    let fetch_config = match &args.prometheus.fetch_config {
+        Some(path) => FetchConfig::from_file(path)?,
+        None => FetchConfig::default(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let (management, default_namespace) = client(args.kube.kubeconfig.as_deref()).await?;
+        let tested = match &args.kube.tested_kubeconfig {
+            Some(path) => Some(client(Some(path)).await?.0),
+            None => None,
+        };
+        let u = args.updater;
+        let options = controller::Options {
+            tuning: args.tuning,
+            prometheus_url: args.prometheus.prometheus_url,
+            fetch_config,
+            fetch_client: ClientOptions {
+                timeout: args.prometheus.prometheus_timeout,
+                token_file: args.prometheus.prometheus_token_file,
+                ca_file: args.prometheus.prometheus_ca_file,
+                ..ClientOptions::default()
+            },
+            updater: updater::Options {
+                plan: PlanOptions {
+                    order: u.order,
+                    apf_levels: u.apf_levels,
+                },
+                pod_ready_timeout: u.pod_ready_timeout,
+                soak: u.soak,
+                resize_timeout: u.resize_timeout,
+                rollback_timeout: u.rollback_timeout,
+                ..updater::Options::default()
+            },
+            listen: args.listen,
+            lease: args.leader.lease_name,
+            identity: args.leader.identity.unwrap_or_else(default_identity),
+            lease_duration: args.leader.lease_duration,
+            renew_deadline: args.leader.renew_deadline,
+            retry_period: args.leader.retry_period,
+        };
+        let namespace = args.kube.namespace.unwrap_or(default_namespace);
+        controller::run(management, tested, namespace, options).await?;
+        Ok(())
+    })
+}
+
+/// Host name and pid: two instances on one machine must not share a lease identity.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "arak".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// A client for the kubeconfig (or the default one) and its namespace.
+async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<(Client, String)> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("loading kubeconfig {}", path.display()))?
+        }
+        None => Config::infer().await.context("finding a kubeconfig")?,
+    };
+    let namespace = config.default_namespace.clone();
+    Ok((
+        Client::try_from(config).context("building the Kubernetes client")?,
+        namespace,
+    ))
+}

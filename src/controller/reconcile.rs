@@ -1,0 +1,612 @@
+//! One round for one ControlPlaneTuning: fetch the load, read the settings running now,
+//! recommend, then by the mode record, report or apply. Returns when the next round is due.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Resource;
+use kube::api::{Api, ListParams};
+use kube::runtime::events::{Event, EventType};
+use load_fetcher::{FetchOptions, HistoryOptions, PrometheusSource};
+use recommender::calibrate::CalibrationMethod;
+use recommender::safety::Action;
+use recommender::snapshot::LoadSnapshot;
+use recommender::{Policy, Recommendation};
+use updater::Outcome;
+
+use super::current::{self, Live};
+use super::status::{self, set_condition};
+use super::tuning::{
+    APPLYING, AppliedChange, ControlPlaneTuning, ControlPlaneTuningStatus, DATA_FRESH,
+    DECISIONS_KEPT, DEGRADED, Decision, MODEL_CALIBRATED, Mode, PredictionError,
+    RECOMMENDATION_READY,
+};
+use super::{Context, Error, Predicted};
+
+/// Step of the per-replica history the forecast and the calibration read.
+const HISTORY_STEP: Duration = Duration::from_secs(15);
+
+/// What the round decided, for the log, the status and the metrics.
+struct Decided {
+    action: &'static str,
+    reason: String,
+}
+
+/// Runs one round and says when the next is due.
+pub async fn reconcile(tuning: &ControlPlaneTuning, ctx: &Context) -> Result<Duration, Error> {
+    let spec = &tuning.spec;
+    let interval = Duration::from_secs(u64::from(spec.interval_seconds.max(5)));
+    let generation = tuning.metadata.generation;
+    let mut status = tuning.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+
+    let decided = round(tuning, ctx, &mut status).await;
+    let decided = match decided {
+        Ok(d) => d,
+        Err(error) => {
+            set_condition(
+                &mut status.conditions,
+                DEGRADED,
+                true,
+                error.reason(),
+                error.to_string(),
+                generation,
+            );
+            Decided {
+                action: "error",
+                reason: error.to_string(),
+            }
+        }
+    };
+    tracing::info!(
+        tuning = %tuning.metadata.name.as_deref().unwrap_or_default(),
+        mode = spec.mode.as_str(),
+        action = decided.action,
+        reason = %decided.reason,
+        "decision"
+    );
+    if spec.mode == Mode::Off {
+        return Ok(interval);
+    }
+    status.decisions.insert(
+        0,
+        Decision {
+            time: status::now_rfc3339(),
+            mode: spec.mode,
+            action: decided.action.to_owned(),
+            reason: decided.reason,
+        },
+    );
+    status.decisions.truncate(DECISIONS_KEPT);
+    status::write(&ctx.tunings, &ctx.tuning, &status).await?;
+    Ok(interval)
+}
+
+async fn round(
+    tuning: &ControlPlaneTuning,
+    ctx: &Context,
+    status: &mut ControlPlaneTuningStatus,
+) -> Result<Decided, Error> {
+    let spec = &tuning.spec;
+    let generation = tuning.metadata.generation;
+    let policy = spec.policy()?;
+
+    let snapshot = match fetch(tuning, ctx).await {
+        Ok(s) => s,
+        Err(error) => {
+            ctx.health.metrics.error("fetch");
+            ctx.health.metrics.hold("no-data");
+            set_condition(
+                &mut status.conditions,
+                DATA_FRESH,
+                false,
+                "FetchFailed",
+                error.to_string(),
+                generation,
+            );
+            return Ok(Decided {
+                action: "hold",
+                reason: format!("no fresh load data: {error}"),
+            });
+        }
+    };
+    let blocking = snapshot
+        .findings
+        .iter()
+        .filter(|f| f.severity == recommender::snapshot::Severity::Blocking)
+        .map(|f| format!("{:?} {}: {}", f.kind, f.metric, f.detail))
+        .collect::<Vec<_>>();
+    set_condition(
+        &mut status.conditions,
+        DATA_FRESH,
+        blocking.is_empty(),
+        if blocking.is_empty() {
+            "Fetched"
+        } else {
+            "NotActionable"
+        },
+        if blocking.is_empty() {
+            format!("snapshot of {} s from Prometheus", snapshot.window_s)
+        } else {
+            blocking.join("; ")
+        },
+        generation,
+    );
+    observe_model_error(ctx, &snapshot, status);
+
+    let last_change = status
+        .last_applied
+        .as_ref()
+        .and_then(|a| status::unix_s(&a.time));
+    let current = read_current(ctx, &policy, last_change)
+        .await
+        .inspect_err(|_| {
+            ctx.health.metrics.error("current");
+        })?;
+
+    let started = Instant::now();
+    let recommendation =
+        recommender::recommend(&snapshot, &policy, &current).inspect_err(|_| {
+            ctx.health.metrics.error("recommend");
+        })?;
+    ctx.health
+        .metrics
+        .recommend_duration
+        .observe(started.elapsed().as_secs_f64());
+    record_recommendation(ctx, &recommendation, status, generation);
+    set_condition(
+        &mut status.conditions,
+        DEGRADED,
+        false,
+        "RoundCompleted",
+        "",
+        generation,
+    );
+
+    if recommendation.action == Action::Hold {
+        for reason in &recommendation.hold_reasons {
+            ctx.health.metrics.hold(hold_category(reason));
+        }
+        return Ok(Decided {
+            action: "hold",
+            reason: recommendation.hold_reasons.join("; "),
+        });
+    }
+    let would = describe_change(&recommendation);
+    match spec.mode {
+        Mode::Off | Mode::Recommend => Ok(Decided {
+            action: "change",
+            reason: format!("would apply (mode {}): {would}", spec.mode.as_str()),
+        }),
+        Mode::Auto => apply(tuning, ctx, &recommendation, status, &would).await,
+    }
+}
+
+async fn fetch(tuning: &ControlPlaneTuning, ctx: &Context) -> Result<LoadSnapshot, Error> {
+    let url = tuning
+        .spec
+        .prometheus_url
+        .as_deref()
+        .or(ctx.prometheus_url.as_deref())
+        .ok_or(Error::NoPrometheus)?;
+    let options = FetchOptions {
+        window: Duration::from_secs(u64::from(tuning.spec.window_seconds)),
+        history: (tuning.spec.history_seconds > 0).then(|| HistoryOptions {
+            range: Duration::from_secs(u64::from(tuning.spec.history_seconds)),
+            step: HISTORY_STEP,
+        }),
+        at_unix_s: None,
+    };
+    let started = Instant::now();
+    let snapshot = PrometheusSource::new(url, &ctx.fetch_client)?
+        .fetch(&ctx.fetch_config, &options)
+        .await?;
+    ctx.health
+        .metrics
+        .fetch_duration
+        .observe(started.elapsed().as_secs_f64());
+    Ok(snapshot)
+}
+
+async fn read_current(
+    ctx: &Context,
+    policy: &Policy,
+    last_change_unix_s: Option<f64>,
+) -> Result<recommender::CurrentSettings, Error> {
+    let management = &ctx.updater.management;
+    let stateful_sets: BTreeMap<String, StatefulSet> =
+        Api::<StatefulSet>::namespaced(management.clone(), &ctx.updater.namespace)
+            .list(&ListParams::default())
+            .await
+            .map_err(Error::kube("listing StatefulSets"))?
+            .items
+            .into_iter()
+            .filter_map(|s| Some((s.metadata.name.clone()?, s)))
+            .collect();
+    let pods = Api::<Pod>::namespaced(management.clone(), &ctx.updater.namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::kube("listing pods"))?
+        .items;
+    let levels = match &ctx.updater.tested {
+        Some(tested) => Some(updater::apf::read_levels(tested).await?),
+        None => None,
+    };
+    let live = Live {
+        stateful_sets: &stateful_sets,
+        pods: &pods,
+        priority_levels: levels.as_deref(),
+        apf_levels: &ctx.updater.options.plan.apf_levels,
+    };
+    current::read(policy, &live, last_change_unix_s).map_err(Error::Current)
+}
+
+/// Status and metrics of a recommendation, and its predictions kept for the next window.
+fn record_recommendation(
+    ctx: &Context,
+    r: &Recommendation,
+    status: &mut ControlPlaneTuningStatus,
+    generation: Option<i64>,
+) {
+    let metrics = &ctx.health.metrics;
+    let summary = status::summary(r);
+    for replica in &summary.replicas {
+        for (knob, value) in &replica.current {
+            metrics.set_knob(&replica.name, knob, "current", *value);
+        }
+        for (knob, value) in &replica.recommended {
+            metrics.set_knob(&replica.name, knob, "recommended", *value);
+        }
+    }
+    let mut predicted = Predicted::new();
+    for a in &r.apiservers {
+        let Some(p) = &a.predicted_current else {
+            continue;
+        };
+        for (class, p99) in [
+            ("readOnly", p.read_only_p99_s),
+            ("mutating", p.mutating_p99_s),
+        ] {
+            if let Some(p99) = p99 {
+                metrics.set_p99(&a.target.name, class, "predicted", p99);
+                predicted.insert((a.target.name.clone(), class), p99);
+            }
+        }
+    }
+    *ctx.predicted.lock().unwrap_or_else(|e| e.into_inner()) = predicted;
+
+    let calibrations: Vec<_> = r
+        .apiservers
+        .iter()
+        .filter_map(|a| Some((&a.target.name, a.calibration.as_ref()?)))
+        .collect();
+    let fitted = !calibrations.is_empty()
+        && calibrations
+            .iter()
+            .all(|(_, c)| c.method != CalibrationMethod::Priors);
+    let message = calibrations
+        .iter()
+        .map(|(name, c)| {
+            format!(
+                "{name}: {:?} from {} samples (confidence {:?})",
+                c.method, c.samples, c.confidence
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    set_condition(
+        &mut status.conditions,
+        MODEL_CALIBRATED,
+        fitted,
+        if fitted { "Fitted" } else { "Priors" },
+        message,
+        generation,
+    );
+    set_condition(
+        &mut status.conditions,
+        RECOMMENDATION_READY,
+        r.feasible,
+        if r.feasible { "Feasible" } else { "Infeasible" },
+        format!(
+            "{:?}{}",
+            r.action,
+            r.binding_constraint
+                .as_ref()
+                .map(|b| format!(", binding: {b}"))
+                .unwrap_or_default()
+        ),
+        generation,
+    );
+    status.recommendation = Some(summary);
+}
+
+/// The last round's P99 for the running settings against what this window observed.
+fn observe_model_error(
+    ctx: &Context,
+    snapshot: &LoadSnapshot,
+    status: &mut ControlPlaneTuningStatus,
+) {
+    let predicted = ctx
+        .predicted
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut errors = Vec::new();
+    for sample in &snapshot.apiservers {
+        for (class, observed) in [
+            ("readOnly", sample.read_only.latency),
+            ("mutating", sample.mutating.latency),
+        ] {
+            let Some(observed) = observed.map(|l| l.p99_s) else {
+                continue;
+            };
+            ctx.health
+                .metrics
+                .set_p99(&sample.replica.name, class, "observed", observed);
+            let Some(&p99) = predicted.get(&(sample.replica.name.clone(), class)) else {
+                continue;
+            };
+            if observed <= 0.0 {
+                continue;
+            }
+            let relative_error = (p99 - observed) / observed;
+            ctx.health
+                .metrics
+                .set_model_error(&sample.replica.name, class, relative_error);
+            errors.push(PredictionError {
+                replica: sample.replica.name.clone(),
+                class: class.to_owned(),
+                predicted_p99_seconds: p99,
+                observed_p99_seconds: observed,
+                relative_error,
+            });
+        }
+    }
+    if !errors.is_empty() {
+        status.model_error = errors;
+    }
+}
+
+async fn apply(
+    tuning: &ControlPlaneTuning,
+    ctx: &Context,
+    recommendation: &Recommendation,
+    status: &mut ControlPlaneTuningStatus,
+    would: &str,
+) -> Result<Decided, Error> {
+    let generation = tuning.metadata.generation;
+    // A shutdown or a lost lease between the recommendation and here: leave it to the
+    // next leader rather than start a roll that may not be followed through.
+    if ctx.shutting_down() {
+        return Ok(Decided {
+            action: "hold",
+            reason: "shutting down: not starting a change".into(),
+        });
+    }
+    if !ctx.is_leader() {
+        return Ok(Decided {
+            action: "hold",
+            reason: "the lease was not renewed in time: not starting a change".into(),
+        });
+    }
+    set_condition(
+        &mut status.conditions,
+        APPLYING,
+        true,
+        "Rolling",
+        would,
+        generation,
+    );
+    status::write(&ctx.tunings, &ctx.tuning, status).await?;
+    let outcome = updater::apply(&ctx.updater, recommendation).await;
+    let reference = tuning.object_ref(&());
+    let (decided, applied) = match outcome {
+        Ok(Outcome::Unchanged { .. }) => (
+            Decided {
+                action: "unchanged",
+                reason: "already in effect".into(),
+            },
+            None,
+        ),
+        Ok(Outcome::Applied { plan }) => {
+            ctx.health.metrics.applies.inc();
+            let changes = plan_lines(&plan);
+            ctx.publish(
+                Event {
+                    type_: EventType::Normal,
+                    reason: "Applied".into(),
+                    note: Some(truncate_note(&changes.join("; "))),
+                    action: "Apply".into(),
+                    secondary: None,
+                },
+                &reference,
+            )
+            .await;
+            (
+                Decided {
+                    action: "applied",
+                    reason: would.to_owned(),
+                },
+                Some(AppliedChange {
+                    time: status::now_rfc3339(),
+                    outcome: "Applied".into(),
+                    changes,
+                    reason: None,
+                }),
+            )
+        }
+        Ok(Outcome::Rejected(rejection)) => {
+            ctx.health.metrics.rollbacks.inc();
+            let reason = format!(
+                "{}{}: {}",
+                rejection.component,
+                rejection
+                    .stateful_set
+                    .as_deref()
+                    .map(|s| format!(" StatefulSet {s}"))
+                    .unwrap_or_default(),
+                rejection.reason
+            );
+            ctx.publish(
+                Event {
+                    type_: EventType::Warning,
+                    reason: "RolledBack".into(),
+                    note: Some(truncate_note(&reason)),
+                    action: "Apply".into(),
+                    secondary: None,
+                },
+                &reference,
+            )
+            .await;
+            (
+                Decided {
+                    action: "rolled-back",
+                    reason: reason.clone(),
+                },
+                // Recorded as a change: the cooldown then keeps arak from retrying at once.
+                Some(AppliedChange {
+                    time: status::now_rfc3339(),
+                    outcome: "RolledBack".into(),
+                    changes: vec![would.to_owned()],
+                    reason: Some(reason),
+                }),
+            )
+        }
+        Err(error) => {
+            ctx.health.metrics.error("apply");
+            ctx.publish(
+                Event {
+                    type_: EventType::Warning,
+                    reason: "ApplyFailed".into(),
+                    note: Some(truncate_note(&error.to_string())),
+                    action: "Apply".into(),
+                    secondary: None,
+                },
+                &reference,
+            )
+            .await;
+            set_condition(
+                &mut status.conditions,
+                APPLYING,
+                false,
+                "Failed",
+                error.to_string(),
+                generation,
+            );
+            return Err(error.into());
+        }
+    };
+    set_condition(
+        &mut status.conditions,
+        APPLYING,
+        false,
+        if decided.action == "rolled-back" {
+            "RolledBack"
+        } else {
+            "Done"
+        },
+        decided.reason.clone(),
+        generation,
+    );
+    if applied.is_some() {
+        status.last_applied = applied;
+    }
+    Ok(decided)
+}
+
+/// One line per knob that would change: `replica knob current -> recommended`.
+fn describe_change(r: &Recommendation) -> String {
+    let summary = status::summary(r);
+    let mut lines = Vec::new();
+    for replica in &summary.replicas {
+        for (knob, to) in &replica.recommended {
+            let from = replica.current.get(knob).copied().unwrap_or_default();
+            if from != *to {
+                lines.push(format!("{} {knob} {from} -> {to}", replica.name));
+            }
+        }
+    }
+    if lines.is_empty() {
+        "no knob changes".into()
+    } else {
+        lines.join(", ")
+    }
+}
+
+fn plan_lines(plan: &updater::Plan) -> Vec<String> {
+    let apf = plan.apf.iter().map(|l| {
+        format!(
+            "PriorityLevelConfiguration {} queueLengthLimit {} -> {} (apf)",
+            l.name, l.from_queue_length_limit, l.to_queue_length_limit
+        )
+    });
+    let knobs = plan.stateful_sets.iter().flat_map(|s| {
+        s.changes.iter().map(|c| {
+            format!(
+                "{} {} {} -> {} ({:?})",
+                c.replica, c.knob, c.from, c.to, c.path
+            )
+        })
+    });
+    apf.chain(knobs).collect()
+}
+
+/// Event notes are limited to 1 KiB by the API server.
+fn truncate_note(note: &str) -> String {
+    if note.len() <= 1000 {
+        return note.to_owned();
+    }
+    let mut end = 1000;
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &note[..end])
+}
+
+/// A hold reason's category: the metric label, a small fixed set whatever the text says.
+fn hold_category(reason: &str) -> &'static str {
+    const CATEGORIES: [(&str, &str); 7] = [
+        ("snapshot not actionable", "data-quality"),
+        ("is not in the snapshot", "missing-replica"),
+        ("no request rates", "no-load"),
+        ("confidence", "confidence"),
+        ("cooldown", "cooldown"),
+        ("deadband", "deadband"),
+        ("current ones", "unchanged"),
+    ];
+    CATEGORIES
+        .iter()
+        .find(|(text, _)| reason.contains(text))
+        .map_or("other", |(_, category)| category)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_reasons_fall_into_few_categories() {
+        assert_eq!(
+            hold_category("cooldown: last change 12 s ago, 600 s required"),
+            "cooldown"
+        );
+        assert_eq!(
+            hold_category("snapshot not actionable: stale apiserver_request_total"),
+            "data-quality"
+        );
+        assert_eq!(
+            hold_category("apiserver `apiserver-3` is not in the snapshot"),
+            "missing-replica"
+        );
+        assert_eq!(hold_category("something new"), "other");
+    }
+
+    #[test]
+    fn long_notes_are_cut_on_a_character() {
+        let note = "é".repeat(600);
+        let cut = truncate_note(&note);
+        assert!(cut.len() <= 1004 && cut.ends_with('…'));
+    }
+}
