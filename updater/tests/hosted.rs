@@ -9,12 +9,15 @@
 //! mid-roll is finished by the next run with the same recommendation, or rolled back by a
 //! recovery without one, leaving no intent behind.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{
+    INFLIGHT_FLAG, ReadinessWatcher, START_MUTATING, START_ROOM, client, inflight_flag, poll,
+};
 use harness::{Cluster, ClusterOptions, ComponentPid, Outcome as Harness};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -22,41 +25,20 @@ use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::flowcontrol::v1::PriorityLevelConfiguration;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{ListParams, ObjectMeta, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use recommender::Recommendation;
 use serde_json::json;
 use updater::intent::INTENT_ANNOTATION;
 use updater::{Context, Error, Options, Outcome, PlanOptions, ReadinessOnly};
 
+/// One StatefulSet per apiserver replica, each with one pod.
 const APISERVERS: [&str; 3] = ["apiserver-0", "apiserver-1", "apiserver-2"];
-const INFLIGHT_FLAG: &str = "--max-requests-inflight=";
-/// What hosted-up starts the apiservers with.
-const START_INFLIGHT: u32 = 400;
-const START_MUTATING: u32 = 200;
-/// global-default has 128 queues of 50: 6400 is the room it has now.
-const START_ROOM: u32 = 6400;
-const WAIT: Duration = Duration::from_secs(180);
+const PODS: [&str; 3] = ["apiserver-0-0", "apiserver-1-0", "apiserver-2-0"];
 
 #[test]
 fn updater_on_the_hosted_control_plane() {
-    // hosted-up runs the workspace's node-agent build when there is one (`cargo build -p
-    // node-agent` from inside a test would recompile its dependencies for its own features).
-    let agent = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("node-agent")))
-        .filter(|agent| agent.is_file());
-    if let (Some(agent), None) = (agent, std::env::var_os("ARAK_NODE_AGENT")) {
-        // SAFETY: the only test of this binary, and no runtime has started yet, so no other
-        // thread reads or writes the environment.
-        unsafe { std::env::set_var("ARAK_NODE_AGENT", agent) };
-    }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(cases());
+    common::use_workspace_node_agent();
+    common::block_on(cases());
 }
 
 struct Env {
@@ -188,7 +170,7 @@ async fn denied_patch_changes_nothing(env: &Env, cluster: &Cluster) {
 /// new process; applying the same recommendation again changes nothing.
 async fn rolls_one_apiserver_at_a_time(env: &Env, ctx: &Context<ReadinessOnly>) {
     let old = processes(env).await;
-    let watcher = ReadinessWatcher::start(env);
+    let watcher = ReadinessWatcher::start(pods(env), &PODS);
     let rec = recommendation(&[437, 437, 437], START_MUTATING, START_ROOM);
     let outcome = updater::apply(ctx, &rec).await.expect("apply");
     let seen = watcher.stop().await;
@@ -347,43 +329,6 @@ async fn interrupt_while(ctx: &Context<ReadinessOnly>, rec: &Recommendation, env
     );
 }
 
-/// A Recommendation to change the apiservers to these limits, CPU and memory as they are.
-fn recommendation(inflight: &[u32; 3], mutating: u32, queue_length: u32) -> Recommendation {
-    let apiservers: Vec<_> = APISERVERS
-        .iter()
-        .zip(inflight)
-        .map(|(name, &inflight)| {
-            let settings = |inflight| {
-                json!({
-                    "cpu_cores": 0.25,
-                    "memory_bytes": 536_870_912.0,
-                    "max_requests_inflight": inflight,
-                    "max_mutating_requests_inflight": mutating,
-                    "queue_length": queue_length,
-                })
-            };
-            json!({
-                "target": {"name": name, "stateful_set": name, "container": "kube-apiserver"},
-                "current": settings(START_INFLIGHT),
-                "recommended": settings(inflight),
-                "evaluations": 0,
-            })
-        })
-        .collect();
-    serde_json::from_value(json!({
-        "time_unix_s": 0.0,
-        "action": "change",
-        "hold_reasons": [],
-        "feasible": true,
-        "confidence": "medium",
-        "apiservers": apiservers,
-        "schedulers": [],
-        "controller_managers": [],
-        "notes": [],
-    }))
-    .expect("a valid Recommendation")
-}
-
 /// resourceVersions of the apiserver StatefulSets and of the APF level.
 async fn versions(env: &Env) -> BTreeMap<String, Option<String>> {
     let statefulsets: Api<StatefulSet> = Api::namespaced(env.management.clone(), &env.namespace);
@@ -442,88 +387,26 @@ async fn assert_no_intent(env: &Env) {
 
 /// The kube-apiserver process of each apiserver StatefulSet, once all are Ready.
 async fn processes(env: &Env) -> BTreeMap<String, ComponentPid> {
-    wait_all_ready(env).await;
-    let pods: Api<Pod> = Api::namespaced(env.management.clone(), &env.namespace);
-    let mut found = BTreeMap::new();
-    for sts in APISERVERS {
-        let pod = pods.get(&format!("{sts}-0")).await.expect("pod");
-        found.insert(
-            sts.to_owned(),
-            pod_process(&pod).expect("a running process"),
-        );
-    }
-    found
+    let by_pod = common::processes(&pods(env), &PODS).await;
+    APISERVERS
+        .iter()
+        .zip(PODS)
+        .map(|(sts, pod)| (sts.to_string(), by_pod[pod].clone()))
+        .collect()
 }
 
 async fn wait_all_ready(env: &Env) {
-    let pods: Api<Pod> = Api::namespaced(env.management.clone(), &env.namespace);
-    poll("every apiserver Ready", || async {
-        for sts in APISERVERS {
-            let pod = pods.get_opt(&format!("{sts}-0")).await.ok()??;
-            if !ready(&pod) || pod_process(&pod).is_none() {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
+    common::wait_ready(&pods(env), &PODS).await;
 }
 
-#[derive(Debug, Default)]
-struct Seen {
-    max_not_ready: usize,
-    /// Pods in the order they got a new uid.
-    replaced: Vec<String>,
+fn pods(env: &Env) -> Api<Pod> {
+    Api::namespaced(env.management.clone(), &env.namespace)
 }
 
-/// Polls the apiserver pods' readiness while a roll runs.
-struct ReadinessWatcher {
-    seen: Arc<Mutex<Seen>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl ReadinessWatcher {
-    fn start(env: &Env) -> Self {
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let pods: Api<Pod> = Api::namespaced(env.management.clone(), &env.namespace);
-        let record = seen.clone();
-        let task = tokio::spawn(async move {
-            let mut uids: BTreeMap<String, Option<String>> = BTreeMap::new();
-            loop {
-                if let Ok(list) = pods.list(&ListParams::default()).await {
-                    let mut seen = record.lock().expect("lock");
-                    let mut down = 0;
-                    for sts in APISERVERS {
-                        let name = format!("{sts}-0");
-                        let pod = list
-                            .items
-                            .iter()
-                            .find(|p| p.metadata.name.as_deref() == Some(name.as_str()));
-                        if !pod.is_some_and(ready) {
-                            down += 1;
-                        }
-                        let uid = pod.and_then(|p| p.metadata.uid.clone());
-                        let previous = uids.insert(name.clone(), uid.clone());
-                        if uid.is_some()
-                            && previous.is_some_and(|p| p != uid)
-                            && !seen.replaced.contains(&name)
-                        {
-                            seen.replaced.push(name);
-                        }
-                    }
-                    seen.max_not_ready = seen.max_not_ready.max(down);
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
-        Self { seen, task }
-    }
-
-    async fn stop(self) -> Seen {
-        self.task.abort();
-        let _ = self.task.await;
-        std::mem::take(&mut *self.seen.lock().expect("lock"))
-    }
+/// A Recommendation for the three apiservers.
+fn recommendation(inflight: &[u32; 3], mutating: u32, queue_length: u32) -> Recommendation {
+    let replicas: Vec<(&str, &str)> = APISERVERS.iter().map(|s| (*s, *s)).collect();
+    common::recommendation(&replicas, inflight, mutating, queue_length)
 }
 
 /// A client for a service account allowed to read what the updater reads, not to patch.
@@ -617,72 +500,4 @@ async fn read_only_client(env: &Env, cluster: &Cluster) -> Client {
     });
     std::fs::write(&path, kubeconfig.to_string()).expect("writing the kubeconfig");
     client(&path).await
-}
-
-/// The process behind a pod's first container: the agent names it `process://<pid>`.
-fn pod_process(pod: &Pod) -> Option<ComponentPid> {
-    let status = pod.status.as_ref()?.container_statuses.as_ref()?.first()?;
-    status.state.as_ref()?.running.as_ref()?;
-    let pid: u32 = status
-        .container_id
-        .as_ref()?
-        .strip_prefix("process://")?
-        .parse()
-        .ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let start_time = stat
-        .rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok();
-    Some(ComponentPid {
-        name: pod.metadata.name.clone().unwrap_or_default(),
-        pid,
-        start_time,
-    })
-}
-
-fn inflight_flag(pid: u32) -> Option<u32> {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    cmdline
-        .split(|b| *b == 0)
-        .filter_map(|arg| std::str::from_utf8(arg).ok())
-        .find_map(|arg| arg.strip_prefix(INFLIGHT_FLAG)?.parse().ok())
-}
-
-fn ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-async fn client(kubeconfig: &Path) -> Client {
-    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("reading kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig to client config");
-    Client::try_from(config).expect("kube client")
-}
-
-async fn poll<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }
