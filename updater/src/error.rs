@@ -1,7 +1,5 @@
 //! The updater's one error type.
 
-use std::time::Duration;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{action}: {source}")]
@@ -34,6 +32,14 @@ pub enum Error {
         "replicas of StatefulSet {0} are recommended different flags or resources; one pod template cannot carry both"
     )]
     DivergentReplicas(String),
+    #[error(
+        "the recommendation covers {covered} of the {replicas} replicas of StatefulSet {stateful_set}, whose one pod template would change them all"
+    )]
+    PartialStatefulSet {
+        stateful_set: String,
+        covered: usize,
+        replicas: i32,
+    },
     #[error("refusing to start: {component} replicas not Ready: {}", pods.join(", "))]
     NotReady {
         component: String,
@@ -46,8 +52,6 @@ pub enum Error {
     },
     #[error("component config {location}: {reason}")]
     ComponentConfig { location: String, reason: String },
-    #[error("{location}: cannot read quantity {value:?}")]
-    Quantity { location: String, value: String },
     #[error("intent annotation on StatefulSet {stateful_set}: {reason}")]
     Intent {
         stateful_set: String,
@@ -60,8 +64,6 @@ pub enum Error {
         stateful_set: String,
         reason: String,
     },
-    #[error("timed out after {after:?} waiting for {what}")]
-    Timeout { what: String, after: Duration },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

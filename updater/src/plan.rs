@@ -440,10 +440,15 @@ fn plan_stateful_set(replicas: &[Desired], live: &LiveState) -> Result<StatefulS
     if rolls {
         let target = roll_targets[0].clone();
         // A pod template carries one setting for every pod of the StatefulSet.
-        if roll_targets.iter().any(|t| *t != target)
-            || (replicas.len() as i32) < replica_count && replica_count > 1
-        {
+        if roll_targets.iter().any(|t| *t != target) {
             return Err(Error::DivergentReplicas(sts_name.clone()));
+        }
+        if replica_count > 1 && (replicas.len() as i32) < replica_count {
+            return Err(Error::PartialStatefulSet {
+                stateful_set: sts_name.clone(),
+                covered: replicas.len(),
+                replicas: replica_count,
+            });
         }
         for change in &mut changes {
             change.path = ChangePath::Roll;
@@ -1067,6 +1072,24 @@ mod tests {
         .unwrap_err();
         assert!(
             matches!(error, Error::DivergentReplicas(ref s) if s == "apiserver"),
+            "{error}"
+        );
+        let partial = vec![apiserver_rec("apiserver-0", "apiserver", 600, 0.25, 0)];
+        let error = plan(
+            &recommendation("change", partial, vec![], vec![]),
+            &state,
+            &options(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::PartialStatefulSet {
+                    covered: 1,
+                    replicas: 3,
+                    ..
+                }
+            ),
             "{error}"
         );
         let unknown = vec![apiserver_rec("apiserver-x", "apiserver", 600, 0.25, 0)];
