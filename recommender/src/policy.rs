@@ -352,8 +352,9 @@ impl Policy {
         if self.apiservers.is_empty() {
             return Err(policy_error("apiservers", "at least one apiserver replica"));
         }
-        let mut names = BTreeSet::new();
         for (list, replicas) in self.replica_lists() {
+            // Names are per component: a hosted layout may name replicas after their node.
+            let mut names = BTreeSet::new();
             for (i, r) in replicas.iter().enumerate() {
                 let at = format!("{list}[{i}]");
                 if r.name.is_empty() {
