@@ -189,11 +189,13 @@ fn latency(
         .iter()
         .find(|m| !index.get(component, **m, replica).is_empty())
     else {
+        // Histogram series appear with their first observation, so none at all usually
+        // means nothing observed yet (or a version without the metric).
         findings.warn(
-            FindingKind::Missing,
-            index.metric(measures[0]),
+            FindingKind::EmptyHistogram,
+            index.metric(measures[0]).trim_end_matches("_bucket"),
             Some(replica),
-            format!("no histogram for {what}"),
+            format!("no series yet: no {what} observed since start (or no such metric here)"),
         );
         return None;
     };

@@ -1,7 +1,7 @@
 //! Which series belong to which component and replica: the `--config` YAML file.
 //!
 //! ```yaml
-//! scrape_interval: 5s          # staleness is judged against twice this
+//! scrape_interval: 30s         # optional: else asked of Prometheus; stale = older than twice this
 //! apiserver:
 //!   job: apiserver|kube-apiserver   # regex on the `job` label (fully anchored, as PromQL)
 //!   matchers: { cluster: arak-loopback }   # more label regexes, all must match
@@ -24,8 +24,9 @@ use crate::error::{Error, Result};
 #[serde(deny_unknown_fields, default)]
 pub struct FetchConfig {
     /// How often Prometheus scrapes the components; a sample older than twice this is stale.
+    /// `None`: the largest interval among Prometheus' active targets of these jobs.
     #[serde(with = "duration_text")]
-    pub scrape_interval: Duration,
+    pub scrape_interval: Option<Duration>,
     pub apiserver: ComponentRule,
     pub scheduler: ComponentRule,
     pub controller_manager: ComponentRule,
@@ -91,7 +92,7 @@ impl ComponentRule {
 impl Default for FetchConfig {
     fn default() -> Self {
         FetchConfig {
-            scrape_interval: Duration::from_secs(5),
+            scrape_interval: None,
             apiserver: ComponentRule::for_job("apiserver|kube-apiserver"),
             scheduler: ComponentRule::for_job("kube-scheduler|scheduler"),
             controller_manager: ComponentRule::for_job(
@@ -103,9 +104,9 @@ impl Default for FetchConfig {
 
 impl FetchConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
+        let text = std::fs::read_to_string(path).map_err(|cause| Error::ReadFile {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         let config: FetchConfig =
             serde_norway::from_str(&text).map_err(|e| Error::InvalidFile {
@@ -119,6 +120,15 @@ impl FetchConfig {
         Ok(config)
     }
 
+    /// Whether a `job` label value belongs to any component.
+    pub fn matches_job(&self, job: &str) -> bool {
+        [&self.apiserver, &self.scheduler, &self.controller_manager]
+            .iter()
+            .any(|rule| {
+                regex::Regex::new(&format!("^(?:{})$", rule.job)).is_ok_and(|re| re.is_match(job))
+            })
+    }
+
     pub fn rule(&self, component: Component) -> &ComponentRule {
         match component {
             Component::Apiserver => &self.apiserver,
@@ -129,9 +139,6 @@ impl FetchConfig {
 
     /// Checks the regexes here, so that a typo is not reported by Prometheus as a bad query.
     fn validate(&self) -> std::result::Result<(), String> {
-        if self.scrape_interval.is_zero() {
-            return Err("scrape_interval must be positive".into());
-        }
         for rule in [&self.apiserver, &self.scheduler, &self.controller_manager] {
             for (label, regex) in std::iter::once(("job", &rule.job))
                 .chain(rule.matchers.iter().map(|(k, v)| (k.as_str(), v)))
@@ -184,9 +191,11 @@ mod duration_text {
 
     use serde::{Deserialize, Deserializer};
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let text = String::deserialize(d)?;
-        super::parse_duration(&text).map_err(serde::de::Error::custom)
+        super::parse_duration(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -213,7 +222,8 @@ mod tests {
             "scrape_interval: 30s\napiserver:\n  job: tested-apiserver\n  matchers: {node: \"master-.*\"}\n  replica_labels: [node]\n",
         )
         .unwrap();
-        assert_eq!(config.scrape_interval, Duration::from_secs(30));
+        assert_eq!(config.scrape_interval, Some(Duration::from_secs(30)));
+        assert_eq!(FetchConfig::default().scrape_interval, None);
         assert_eq!(
             config.apiserver.selector(),
             r#"job=~"tested-apiserver",node=~"master-.*""#

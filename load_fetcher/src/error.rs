@@ -6,10 +6,11 @@ use std::path::PathBuf;
 /// they become [`recommender::snapshot::Finding`]s on the snapshot.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("reading {path}: {source}")]
+    // `cause`, not `source`: the message already carries it, and a source would print twice.
+    #[error("reading {path}: {cause}")]
     ReadFile {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: {reason}")]
     InvalidFile { path: PathBuf, reason: String },
@@ -17,7 +18,7 @@ pub enum Error {
     Config(String),
     #[error("building the HTTP client for {address}: {reason}")]
     Client { address: String, reason: String },
-    #[error("Prometheus at {address} failed for `{query}`: {cause}")]
+    #[error("Prometheus at {address}: {cause} (query `{query}`)")]
     Prometheus {
         address: String,
         query: String,
@@ -42,12 +43,13 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The error and its causes on one line: reqwest's own message alone ("error sending request")
-/// does not say whether the port was closed or the certificate wrong.
+/// does not say whether the port was closed or the certificate wrong. The request URL that
+/// reqwest quotes is dropped: callers name the address, and a URL-encoded query is unreadable.
 pub(crate) fn cause_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
+    let mut text = without_url(&error.to_string());
     let mut source = error.source();
     while let Some(cause) = source {
-        let next = cause.to_string();
+        let next = without_url(&cause.to_string());
         if !text.contains(&next) {
             text.push_str(": ");
             text.push_str(&next);
@@ -55,4 +57,28 @@ pub(crate) fn cause_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+fn without_url(message: &str) -> String {
+    match message.find(" for url (") {
+        Some(start) => match message[start..].find(')') {
+            Some(end) => format!("{}{}", &message[..start], &message[start + end + 1..]),
+            None => message.to_owned(),
+        },
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_urls_are_left_out_of_messages() {
+        assert_eq!(
+            without_url("error sending request for url (http://x/api?q=a%28b%29): refused"),
+            "error sending request: refused"
+        );
+        assert_eq!(without_url("plain"), "plain");
+    }
 }

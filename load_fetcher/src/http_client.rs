@@ -139,9 +139,9 @@ impl ClientOptions {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::ReadFile {
+    std::fs::read(path).map_err(|cause| Error::ReadFile {
         path: path.to_owned(),
-        source,
+        cause,
     })
 }
 

@@ -1,7 +1,7 @@
 //! The Prometheus source: one instant query per measurement (all in parallel), range
 //! queries for the history, and `up` to tell which replicas vanished.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::try_join_all;
@@ -12,8 +12,11 @@ use crate::assemble::assemble;
 use crate::config::{ComponentRule, FetchConfig, promql_range};
 use crate::error::{Error, Result, cause_chain};
 use crate::http_client::ClientOptions;
-use crate::query::{Query, Readings, Reduction, Row, queries};
+use crate::query::{Measure, Query, Readings, Reduction, Row, queries};
 use crate::request_class::{MUTATING_VERBS, READ_ONLY_VERBS};
+
+/// Assumed when neither the config nor Prometheus says how often targets are scraped.
+const FALLBACK_SCRAPE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What to fetch.
 #[derive(Debug, Clone)]
@@ -86,41 +89,48 @@ impl PrometheusSource {
     ) -> Result<LoadSnapshot> {
         let at = options.at_unix_s.unwrap_or_else(now_unix_s);
         let window = promql_range(options.window);
-        let all = queries();
-        let instant = try_join_all(all.iter().map(|q| {
-            let rule = config.rule(q.component);
-            self.rows(q, rule, promql(q, rule, &window), at)
-        }));
+        let (primary, fallbacks): (Vec<Query>, Vec<Query>) = queries()
+            .into_iter()
+            .partition(|q| q.measure.fallback_for().is_none());
+        let instant = self.run_all(config, &primary, &window, at);
         // Replicas seen over the longer of the two windows but not up now have vanished.
         let lookback = options
             .history
             .map_or(options.window, |h| h.range.max(options.window));
         let lookback = promql_range(lookback);
         let vanished = self.vanished(config, &lookback, at);
-        let history = async {
-            match options.history {
-                Some(h) => self.history(config, h, at).await.map(Some),
-                None => Ok(None),
-            }
-        };
-        let (instant, vanished, history) = futures::try_join!(instant, vanished, history)?;
+        let scrape_interval = async { Ok(self.scrape_interval(config).await) };
+        let (instant, vanished, scrape_interval) =
+            futures::try_join!(instant, vanished, scrape_interval)?;
 
         let mut readings = Readings {
             vanished,
             ..Readings::default()
         };
-        for (query, rows) in all.iter().zip(instant) {
-            readings
-                .rows
-                .entry((query.component, query.measure))
-                .or_default()
-                .extend(rows);
-        }
-        let assembly = assemble(
-            &readings,
-            config.scrape_interval,
-            &config.apiserver.selector(),
-        );
+        add_rows(&mut readings, &primary, instant);
+        // Older metric names, only for components where some replica lacks the newer one.
+        let needed: Vec<Query> = fallbacks
+            .into_iter()
+            .filter(|q| {
+                q.measure
+                    .fallback_for()
+                    .is_some_and(|m| lacks(&readings, q.component, m))
+            })
+            .collect();
+        let sli_everywhere = !lacks(&readings, Component::Apiserver, Measure::SliLatencyBuckets);
+        let fallback_rows = self.run_all(config, &needed, &window, at);
+        let history = async {
+            match options.history {
+                Some(h) => self
+                    .history(config, h, scrape_interval, sli_everywhere, at)
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        };
+        let (fallback_rows, history) = futures::try_join!(fallback_rows, history)?;
+        add_rows(&mut readings, &needed, fallback_rows);
+        let assembly = assemble(&readings, scrape_interval, &config.apiserver.selector());
         Ok(LoadSnapshot {
             time_unix_s: at as f64,
             window_s: options.window.as_secs_f64(),
@@ -133,6 +143,39 @@ impl PrometheusSource {
             history,
             findings: assembly.findings,
         })
+    }
+
+    /// The configured scrape interval, else the largest among Prometheus' active targets of
+    /// the components' jobs, else a minute: staleness must not be judged against an interval
+    /// shorter than the real one, or every replica would look stale.
+    async fn scrape_interval(&self, config: &FetchConfig) -> Duration {
+        if let Some(interval) = config.scrape_interval {
+            return interval;
+        }
+        let targets = tokio::time::timeout(
+            self.timeout,
+            self.client
+                .targets(Some(prometheus_http_query::TargetState::Active)),
+        )
+        .await;
+        let largest_ms = match targets {
+            Ok(Ok(targets)) => targets
+                .active()
+                .iter()
+                .filter(|t| {
+                    t.labels()
+                        .get("job")
+                        .is_some_and(|job| config.matches_job(job))
+                })
+                .map(|t| t.scrape_interval().whole_milliseconds())
+                .max(),
+            // Not every Prometheus-compatible server offers the targets API.
+            _ => None,
+        };
+        largest_ms
+            .and_then(|ms| u64::try_from(ms).ok())
+            .filter(|ms| *ms > 0)
+            .map_or(FALLBACK_SCRAPE_INTERVAL, Duration::from_millis)
     }
 
     async fn instant(&self, promql: String, at: i64) -> Result<PromqlResult> {
@@ -160,6 +203,20 @@ impl PrometheusSource {
                 timeout_s: self.timeout.as_secs_f64(),
             }),
         }
+    }
+
+    async fn run_all(
+        &self,
+        config: &FetchConfig,
+        queries: &[Query],
+        window: &str,
+        at: i64,
+    ) -> Result<Vec<Vec<Row>>> {
+        try_join_all(queries.iter().map(|q| {
+            let rule = config.rule(q.component);
+            self.rows(q, rule, promql(q, rule, window), at)
+        }))
+        .await
     }
 
     async fn rows(
@@ -248,12 +305,14 @@ impl PrometheusSource {
         &self,
         config: &FetchConfig,
         options: HistoryOptions,
+        scrape_interval: Duration,
+        sli_everywhere: bool,
         end: i64,
     ) -> Result<History> {
         let step_s = options.step.as_secs_f64().max(0.001);
         let start = end - options.range.as_secs() as i64;
         // Each point's rate needs a few samples: at least four scrape intervals.
-        let range = promql_range(options.step.max(config.scrape_interval * 4));
+        let range = promql_range(options.step.max(scrape_interval * 4));
         let step = promql_range(options.step);
         let mut series: Vec<(HistorySeries, Component, String)> = Vec::new();
         let apiserver = &config.apiserver;
@@ -277,15 +336,16 @@ impl PrometheusSource {
                     "histogram_quantile(0.99, sum by ({by},le) (rate({metric}{{{selector},verb=~\"{verbs}\"}}[{range}])))"
                 )
             };
-            series.push((
-                kind,
-                Component::Apiserver,
+            let sli = p99("apiserver_request_sli_duration_seconds_bucket");
+            let promql = if sli_everywhere {
+                sli
+            } else {
                 format!(
-                    "({}) or ({})",
-                    p99("apiserver_request_sli_duration_seconds_bucket"),
+                    "({sli}) or ({})",
                     p99("apiserver_request_duration_seconds_bucket")
-                ),
-            ));
+                )
+            };
+            series.push((kind, Component::Apiserver, promql));
         }
         for component in [
             Component::Apiserver,
@@ -366,6 +426,29 @@ impl HistorySeries {
             HistorySeries::ResidentMemory => &mut h.resident_memory_bytes,
         }
     }
+}
+
+fn add_rows(readings: &mut Readings, queries: &[Query], results: Vec<Vec<Row>>) {
+    for (query, rows) in queries.iter().zip(results) {
+        readings
+            .rows
+            .entry((query.component, query.measure))
+            .or_default()
+            .extend(rows);
+    }
+}
+
+/// Whether some replica of the component has rows of other measures but none of this one.
+fn lacks(readings: &Readings, component: Component, measure: Measure) -> bool {
+    let with = |m: Option<Measure>| -> BTreeSet<&Replica> {
+        readings
+            .rows
+            .iter()
+            .filter(|((c, rm), _)| *c == component && m.is_none_or(|m| m == *rm))
+            .flat_map(|(_, rows)| rows.iter().map(|r| &r.replica))
+            .collect()
+    };
+    with(None) != with(Some(measure))
 }
 
 fn empty_history(replica: Replica, points: usize) -> ReplicaHistory {

@@ -59,6 +59,19 @@ pub enum Measure {
     ClientThrottleSeconds,
 }
 
+impl Measure {
+    /// The older metric name to read only where the newer one has no series; asking for it
+    /// up front would double the work of the heaviest queries on current clusters.
+    pub fn fallback_for(self) -> Option<Measure> {
+        match self {
+            Measure::LatencyBuckets => Some(Measure::SliLatencyBuckets),
+            Measure::PriorityConcurrencyLimit => Some(Measure::PriorityNominalSeats),
+            Measure::PodSchedulingDurationBuckets => Some(Measure::PodSchedulingSliBuckets),
+            _ => None,
+        }
+    }
+}
+
 /// One measurement: which metric, how reduced, grouped by which labels beyond the replica's.
 #[derive(Debug, Clone, Copy)]
 pub struct Query {
