@@ -209,3 +209,29 @@ pub struct Decision {
     pub action: String,
     pub reason: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_tuning_carries_a_valid_policy() {
+        let text = include_str!("../../config/arak/controlplanetuning.yaml");
+        let tuning: ControlPlaneTuning = serde_norway::from_str(text).unwrap();
+        assert_eq!(tuning.spec.mode, Mode::Recommend);
+        let policy = tuning.spec.policy().unwrap();
+        assert_eq!(policy.apiservers.len(), 3);
+        assert_eq!(policy.safety.cooldown_s, 600.0);
+    }
+
+    #[test]
+    fn the_spec_cooldown_overrides_the_policy_and_errors_name_the_field() {
+        let text = include_str!("../../config/arak/controlplanetuning.yaml");
+        let mut tuning: ControlPlaneTuning = serde_norway::from_str(text).unwrap();
+        tuning.spec.cooldown_seconds = Some(60);
+        assert_eq!(tuning.spec.policy().unwrap().safety.cooldown_s, 60.0);
+        tuning.spec.policy["max_cpu_utilization"] = serde_json::json!(1.5);
+        let error = tuning.spec.policy().unwrap_err().to_string();
+        assert!(error.contains("max_cpu_utilization"), "{error}");
+    }
+}
