@@ -1,6 +1,7 @@
 //! `arak apply`: puts a Recommendation into effect on the control plane's StatefulSets and
 //! APF objects, or with `--dry-run` prints what would change and changes nothing.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,10 +37,18 @@ pub struct ApplyArgs {
     #[arg(long, value_enum, default_value_t)]
     output: Output,
     /// The order components are changed in.
-    #[arg(long, value_delimiter = ',', default_value = "apiserver,controller-manager,scheduler")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "apiserver,controller-manager,scheduler"
+    )]
     order: Vec<Component>,
     /// PriorityLevelConfigurations whose queue length follows the recommended queue length.
-    #[arg(long, value_delimiter = ',', default_value = "workload-high,workload-low,global-default")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "workload-high,workload-low,global-default"
+    )]
     apf_levels: Vec<String>,
     /// How long a component must stay Ready after each pod before the next one.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -58,6 +67,7 @@ pub struct ApplyArgs {
 pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "updater=info".into()),
@@ -65,8 +75,12 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
         .init();
     let text = std::fs::read_to_string(&args.recommendation)
         .with_context(|| format!("reading {}", args.recommendation.display()))?;
-    let recommendation: Recommendation = serde_json::from_str(&text)
-        .with_context(|| format!("parsing {} as a Recommendation", args.recommendation.display()))?;
+    let recommendation: Recommendation = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "parsing {} as a Recommendation",
+            args.recommendation.display()
+        )
+    })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -137,5 +151,8 @@ async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<(Client, String)> {
         None => Config::infer().await.context("finding a kubeconfig")?,
     };
     let namespace = config.default_namespace.clone();
-    Ok((Client::try_from(config).context("building the Kubernetes client")?, namespace))
+    Ok((
+        Client::try_from(config).context("building the Kubernetes client")?,
+        namespace,
+    ))
 }
