@@ -2,6 +2,7 @@
 
 mod cli;
 mod controller;
+mod simulate;
 
 use clap::Parser;
 

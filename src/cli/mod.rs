@@ -6,6 +6,7 @@ mod fetch;
 mod model;
 mod recommend;
 mod run;
+mod simulate;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -29,6 +30,8 @@ enum Command {
     Recommend(recommend::RecommendArgs),
     /// Read the control plane's load from Prometheus or /metrics into a LoadSnapshot.
     Fetch(Box<fetch::FetchArgs>),
+    /// Simulate a day of load on a control plane under native, static and arak settings.
+    Simulate(simulate::SimulateArgs),
     /// Apply a Recommendation to the control plane (or print the plan with --dry-run).
     Apply(Box<apply::ApplyArgs>),
     /// Run the controller: fetch, recommend and (by the ControlPlaneTuning's mode) apply, every interval.
@@ -50,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(command) => model::run(command),
         Command::Recommend(args) => recommend::run(args),
         Command::Fetch(args) => fetch::run(*args),
+        Command::Simulate(args) => simulate::run(args),
         Command::Apply(args) => apply::run(*args),
         Command::Run(args) => run::run(*args),
         Command::Crd => crd::run(),
