@@ -28,6 +28,11 @@ pub struct ConnectArgs {
     /// kubeconfig context (default: the current context).
     #[arg(long, global = true)]
     pub context: Option<String>,
+    /// Offer HTTP/2 (as client-go does): requests share few connections instead of one
+    /// connection per request in flight. The apiserver caps streams per connection (250 by
+    /// default); requests beyond that wait for a stream.
+    #[arg(long, global = true)]
+    pub http2: bool,
     /// Seconds to wait for the apiserver to accept a connection.
     #[arg(long, global = true, default_value = "5s", value_parser = crate::parse_duration_arg)]
     pub connect_timeout: Duration,
@@ -71,7 +76,11 @@ impl ApiClient {
         // Each request has its own overall timeout instead.
         config.read_timeout = None;
         let url = config.cluster_url.to_string();
-        let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+        let client = if args.http2 {
+            http2_client(&config)?
+        } else {
+            kube::Client::try_from(config).context("building the Kubernetes client")?
+        };
         Ok(ApiClient { client, url })
     }
 
@@ -188,6 +197,37 @@ impl ApiClient {
             groups,
         })
     }
+}
+
+/// A kube client whose connector offers HTTP/2 as well as HTTP/1.1 (kube's offers only the
+/// latter), with kube's TLS settings, base URL and authentication.
+fn http2_client(config: &kube::Config) -> anyhow::Result<kube::Client> {
+    use kube::client::ConfigExt as _;
+    let tls = config
+        .rustls_client_config()
+        .context("TLS settings from the kubeconfig")?;
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_connect_timeout(config.connect_timeout);
+    tcp.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(tcp);
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(https);
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(
+            config
+                .auth_layer()
+                .context("authentication from the kubeconfig")?,
+        )
+        .map_err(tower::BoxError::from)
+        .service(http);
+    Ok(kube::Client::new(service, config.default_namespace.clone()))
 }
 
 /// Maps an HTTP status to the report's outcome.
