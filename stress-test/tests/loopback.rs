@@ -194,13 +194,14 @@ fn rate_and_counts_match_the_apiserver(cluster: &Cluster, work: &Path) {
     assert_eq!(labelled_objects(cluster, Some(run_id)), 0);
 }
 
-/// A run that cleans up after itself leaves no labelled object, even with namespaces and
-/// persistent volumes (which carry protection finalizers) among what it created.
+/// A run (over HTTP/2) that cleans up after itself leaves no labelled object, even with
+/// namespaces and persistent volumes (which carry protection finalizers) among what it created.
 fn full_run_leaves_nothing_behind(cluster: &Cluster, work: &Path) {
     let report_path = work.join("full.json");
     let out = run(
         cluster.load_kubeconfig(),
         &[
+            "--http2",
             "--rps",
             "150",
             "--duration",
