@@ -120,7 +120,7 @@ pub fn write_all(report: &DayReport, dir: &Path) -> anyhow::Result<Vec<PathBuf>>
             .collect();
         cores.push(Line {
             label: "apiserver-0 cores used".into(),
-            colour: RGBColor(120, 120, 120),
+            colour: RGBColor(0, 0, 0),
             points: points(arak, interval_h, |p| p.apiserver_cores_used[0]),
         });
         panel(&areas[0], "arak: apiserver CPU", "cores", &cores, false)?;
@@ -195,6 +195,8 @@ fn panel(
             .configure_mesh()
             .x_desc("hour of the day")
             .y_desc(y_desc)
+            .light_line_style(WHITE)
+            .y_label_formatter(&|v| short(*v))
             .draw()
             .map_err(drawing)?;
         for l in lines {
@@ -221,6 +223,8 @@ fn panel(
             .configure_mesh()
             .x_desc("hour of the day")
             .y_desc(y_desc)
+            .light_line_style(WHITE)
+            .y_label_formatter(&|v| short(*v))
             .draw()
             .map_err(drawing)?;
         for l in lines {
@@ -241,4 +245,10 @@ fn panel(
             .map_err(drawing)?;
     }
     Ok(())
+}
+
+/// An axis label without float noise: 0.3, 2, 150.
+fn short(v: f64) -> String {
+    let text = format!("{v:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
