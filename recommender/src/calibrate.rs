@@ -329,10 +329,17 @@ pub fn calibrate_scheduler(
             policy.scheduler_requests_per_pod
         }
     };
-    let algorithm_rate = match sample.attempt_duration {
-        Some(d) if d.p50_s > 0.0 && d.p50_s.is_finite() => 1.0 / d.p50_s,
+    // The scheduling cycle runs on one goroutine and is CPU-bound, so its rate is the pods
+    // bound per CPU second. Attempt durations would not do: they include the binding's wait
+    // on the apiserver, which the cycle does not (binding is asynchronous).
+    let cpu = sample
+        .process
+        .cpu_cores
+        .filter(|c| c.is_finite() && *c > 0.0);
+    let algorithm_rate = match (binding, cpu) {
+        (Some(b), Some(cpu)) if b > 0.1 => (b / cpu).clamp(1.0, 100_000.0),
         _ => {
-            notes.push("no attempt durations: prior algorithm rate".into());
+            notes.push("too few bindings to measure CPU per pod: prior algorithm rate".into());
             policy.scheduler_algorithm_rate
         }
     };

@@ -274,7 +274,8 @@ pub struct CalibrationPolicy {
     /// Plausible CPU seconds per request; a fit outside is not believed.
     pub min_cpu_s: f64,
     pub max_cpu_s: f64,
-    /// Pods per second the scheduling algorithm places, when the snapshot cannot tell.
+    /// Pods per second the scheduling algorithm places, when the snapshot cannot tell
+    /// (too few bindings to divide its CPU by).
     pub scheduler_algorithm_rate: f64,
     /// Mutating API requests per scheduled pod, when the snapshot cannot tell.
     pub scheduler_requests_per_pod: f64,
@@ -572,7 +573,7 @@ impl KnobRange {
         }
         // A small tolerance keeps values a rounding error above a grid point on it.
         let k = ((value - self.min) / self.step - 1e-9).ceil();
-        let v = self.min + k * self.step;
+        let v = self.at(k);
         (v <= self.max + 1e-9 * self.step).then_some(v.min(self.max))
     }
 
@@ -582,7 +583,7 @@ impl KnobRange {
             return None;
         }
         let k = ((value - self.min) / self.step + 1e-9).floor();
-        Some((self.min + k * self.step).min(self.max))
+        Some(self.at(k).min(self.max))
     }
 
     /// The same grid restricted to `[lo, hi]`, or `None` if no grid point lies inside.
@@ -599,7 +600,18 @@ impl KnobRange {
     /// Grid values from `min` to `max`.
     pub fn values(&self) -> impl Iterator<Item = f64> + '_ {
         let n = ((self.max - self.min) / self.step + 1e-9).floor() as usize;
-        (0..=n).map(move |k| self.min + k as f64 * self.step)
+        (0..=n).map(move |k| self.at(k as f64))
+    }
+
+    /// The k-th grid value. Whole grids (bytes, requests) are exact already; fractional ones
+    /// (cores) are rounded to nine decimals so that 0.1 + 1 × 0.05 reads 0.15.
+    fn at(&self, k: f64) -> f64 {
+        let v = self.min + k * self.step;
+        if self.min.fract() == 0.0 && self.step.fract() == 0.0 {
+            v
+        } else {
+            (v * 1e9).round() / 1e9
+        }
     }
 }
 
