@@ -153,6 +153,9 @@ impl ScrapeSource {
             address: url.to_owned(),
             cause,
         };
+        // Stamped when asked, as Prometheus stamps a scrape: the server gathers its metrics
+        // on arrival, and a large body can take seconds more to arrive.
+        let at = Instant::now();
         let response = self
             .client
             .get(url)
@@ -165,7 +168,6 @@ impl ScrapeSource {
             return Err(failed(format!("HTTP {status}: {}", body.trim())));
         }
         let body = response.text().await.map_err(|e| failed(cause_chain(&e)))?;
-        let at = Instant::now();
         let samples =
             parse(&body).map_err(|e| failed(format!("not the Prometheus text format: {e}")))?;
         Ok(Reading { at, samples })

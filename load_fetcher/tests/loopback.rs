@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use harness::{Cluster, ClusterOptions, Outcome};
+use harness::{Cluster, ClusterOptions, ComponentPid, Outcome};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::flowcontrol::v1::{FlowSchema, PriorityLevelConfiguration};
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -73,6 +73,8 @@ async fn fetches_known_load_from_the_loopback_cluster() {
         ca_file: Some(pki.join("ca.crt")),
         client_cert: Some(pki.join("admin.crt")),
         client_key: Some(pki.join("admin.key")),
+        // The apiserver's /metrics is large and this machine is shared: allow for it.
+        timeout: Duration::from_secs(20),
         ..ClientOptions::default()
     };
     let target: ScrapeTarget = format!("{}/metrics", cluster.apiserver_url())
@@ -231,6 +233,47 @@ async fn fetches_known_load_from_the_loopback_cluster() {
         empty.findings
     );
 
+    // Judged against a 100 ms scrape interval, 5 s old samples are stale: blocking for the
+    // apiserver, and its CPU is no longer reported.
+    let impatient = FetchConfig {
+        scrape_interval: Some(Duration::from_millis(100)),
+        ..config.clone()
+    };
+    let stale = fetch_now(&source, &impatient, None).await;
+    assert!(!stale.actionable());
+    assert!(
+        stale.findings.iter().any(|f| f.kind == FindingKind::Stale
+            && f.severity == Severity::Blocking
+            && f.replica.as_deref() == Some(only_apiserver(&stale).replica.name.as_str())),
+        "{:?}",
+        stale.findings
+    );
+    assert_eq!(only_apiserver(&stale).process.cpu_cores, None);
+    // With the interval from Prometheus' targets (5 s here), the same data is fresh.
+    let fresh = fetch_now(&source, &config, None).await;
+    assert!(
+        !fresh.findings.iter().any(|f| f.kind == FindingKind::Stale),
+        "{:?}",
+        fresh.findings
+    );
+
+    // A stopped scheduler: its target goes down, so the replica has vanished.
+    let scheduler = pid_of(&cluster, "kube-scheduler");
+    stop(&scheduler).await;
+    // Evaluated after Prometheus' next scrape has found it gone.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let vanished = fetch_now(&source, &config, None).await;
+    let scheduler_name = fresh.schedulers[0].replica.name.clone();
+    assert!(
+        vanished
+            .findings
+            .iter()
+            .any(|f| f.kind == FindingKind::ReplicaVanished
+                && f.replica.as_deref() == Some(scheduler_name.as_str())),
+        "{:?}",
+        vanished.findings
+    );
+
     // A wrong URL (a path Prometheus does not serve) is an error naming it.
     let wrong = format!("{prometheus_url}/no/such/prefix");
     let error = PrometheusSource::new(&wrong, &ClientOptions::default())
@@ -241,23 +284,7 @@ async fn fetches_known_load_from_the_loopback_cluster() {
     assert!(error.to_string().contains(&wrong), "{error}");
 
     // A stopped Prometheus: an error within seconds, naming the address and the cause.
-    let prometheus = cluster
-        .component_pids()
-        .unwrap()
-        .into_iter()
-        .find(|p| p.name == "prometheus")
-        .expect("the cluster records the Prometheus pid");
-    let status = std::process::Command::new("kill")
-        .arg(prometheus.pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    for _ in 0..50 {
-        if !prometheus.is_running() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    stop(&pid_of(&cluster, "prometheus")).await;
     let started = Instant::now();
     let error = source
         .fetch(&config, &FetchOptions::default())
@@ -272,6 +299,30 @@ async fn fetches_known_load_from_the_loopback_cluster() {
     eprintln!("stopped Prometheus: {error}");
 
     cluster.down().expect("cluster down");
+}
+
+fn pid_of(cluster: &Cluster, name: &str) -> ComponentPid {
+    let pids = cluster.component_pids().unwrap();
+    pids.iter()
+        .find(|p| p.name == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no recorded pid for {name} in {pids:?}"))
+}
+
+/// SIGTERM to one recorded process, then wait until it is gone.
+async fn stop(process: &ComponentPid) {
+    let status = std::process::Command::new("kill")
+        .arg(process.pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {process}");
+    for _ in 0..100 {
+        if !process.is_running() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{process} still runs 10 s after SIGTERM");
 }
 
 fn assert_close(what: &str, fetched: Option<f64>, baseline: Option<f64>, sent: f64) {
