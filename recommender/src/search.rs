@@ -276,15 +276,27 @@ impl ApiserverProblem {
         );
         miss(Constraint::ReadOnlyRejection, (ro_rej / eps).log10());
         miss(Constraint::MutatingRejection, (mu_rej / eps).log10());
-        // P99 misses are the share of requests over the SLO beyond the allowed 1%.
-        let late = |within: f64| (P99 - within) / (1.0 - P99);
+        // A P99 miss is the share of requests over the SLO beyond the allowed 1%, plus how far
+        // the mean is past what an exponential response with that P99 would have: the share
+        // alone stops growing once nearly every request is late, the mean does not.
+        let late = |class: &ClassModel, slo_s: f64| {
+            let share = (P99 - class.within(slo_s)) / (1.0 - P99);
+            if share > 0.0 {
+                share
+                    + (class.mean_response() * (1.0 / (1.0 - P99)).ln() / slo_s)
+                        .ln()
+                        .max(0.0)
+            } else {
+                share
+            }
+        };
         miss(
             Constraint::ReadOnlyP99,
-            late(model.read_only.within(self.slo.read_only_p99_s())),
+            late(&model.read_only, self.slo.read_only_p99_s()),
         );
         miss(
             Constraint::MutatingP99,
-            late(model.mutating.within(self.slo.mutating_p99_s)),
+            late(&model.mutating, self.slo.mutating_p99_s),
         );
         miss(
             Constraint::MutatingCapacity,
@@ -365,25 +377,33 @@ impl ApiserverProblem {
         Ok(None)
     }
 
-    /// The setting at these cores that misses its constraints by least.
+    /// The setting at these cores that misses its constraints by least. Besides the least
+    /// limits that would do at x, a spread of limits down to the minimum is tried: past
+    /// saturation more concurrency only adds latency, so the best miss may have fewer slots.
     fn least_violating_at(&self, cores: f64, evaluations: &mut usize) -> Result<Candidate> {
         let usable = (cores - self.baseline_cpu_cores).max(1e-9);
         let x = cpu_slowdown(usable, self.offered_cpu().min(usable * (1.0 - 1e-9)));
         let mut best: Option<Candidate> = None;
         for queue in self.queue_length.values() {
-            let ro = self
-                .least_limit(Class::ReadOnly, queue, x)
-                .unwrap_or(self.read_limit.max);
-            let mu = self
-                .least_limit(Class::Mutating, queue, x)
-                .unwrap_or(self.mutating_limit.max);
-            *evaluations += 1;
-            let c = self.check(&self.settings(cores, ro, mu, queue))?;
-            if best
-                .as_ref()
-                .is_none_or(|b| c.total_violation() < b.total_violation())
-            {
-                best = Some(c);
+            let limits = |class| {
+                let grid = self.limit_grid(class);
+                let mut v = spread(grid, SPREAD_POINTS);
+                v.push(self.least_limit(class, queue, x).unwrap_or(grid.max));
+                v.sort_by(f64::total_cmp);
+                v.dedup();
+                v
+            };
+            for ro in limits(Class::ReadOnly) {
+                for mu in limits(Class::Mutating) {
+                    *evaluations += 1;
+                    let c = self.check(&self.settings(cores, ro, mu, queue))?;
+                    if best
+                        .as_ref()
+                        .is_none_or(|b| c.total_violation() < b.total_violation())
+                    {
+                        best = Some(c);
+                    }
+                }
             }
         }
         Ok(best.expect("a grid has at least one value"))
@@ -464,6 +484,18 @@ impl ApiserverProblem {
             }
         }
     }
+}
+
+/// Limits tried per class when no setting is feasible.
+const SPREAD_POINTS: usize = 5;
+
+/// `n` grid values spaced geometrically from `min` to `max`, both included.
+fn spread(grid: &KnobRange, n: usize) -> Vec<f64> {
+    let lo = grid.min.max(1.0);
+    let ratio = (grid.max.max(lo) / lo).powf(1.0 / (n - 1) as f64);
+    (0..n)
+        .filter_map(|i| grid.floor(lo * ratio.powi(i as i32)))
+        .collect()
 }
 
 /// The least grid QPS for which `ok` holds (monotone in QPS), or the most if none does.
