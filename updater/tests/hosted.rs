@@ -4,7 +4,8 @@
 //! (e) a dry run changes nothing; (f) an identity without patch rights gets a clear error
 //! and nothing changes; (a) a new --max-requests-inflight rolls the three apiservers one at
 //! a time, never two down, each new process carrying the flag, and applying it again is a
-//! no-op; (d) an APF queue length changes live with no restart; (b) a flag kube-apiserver
+//! no-op; (d) an APF queue length changes live with no restart; (g) CPU changes in place
+//! through `pods/resize`, with no restart either; (b) a flag kube-apiserver
 //! refuses is rolled back and the other replicas never restart; (c) an updater stopped
 //! mid-roll is finished by the next run with the same recommendation, or rolled back by a
 //! recovery without one, leaving no intent behind.
@@ -93,6 +94,9 @@ async fn cases() {
     let step = Instant::now();
     apf_changes_live(&env, &ctx).await;
     eprintln!("(d) APF: {:.1}s", step.elapsed().as_secs_f64());
+    let step = Instant::now();
+    cpu_resizes_in_place(&env, &ctx).await;
+    eprintln!("(g) resize: {:.1}s", step.elapsed().as_secs_f64());
     let step = Instant::now();
     refused_flag_is_rolled_back(&env, &ctx).await;
     eprintln!("(b) rollback: {:.1}s", step.elapsed().as_secs_f64());
@@ -218,6 +222,47 @@ async fn apf_changes_live(env: &Env, ctx: &Context<ReadinessOnly>) {
         before,
         "an APF change restarted an apiserver"
     );
+}
+
+/// (g) More CPU for one apiserver goes through `pods/resize`: the agent reports the new
+/// resources, no process restarts, the template keeps its own; and back again.
+async fn cpu_resizes_in_place(env: &Env, ctx: &Context<ReadinessOnly>) {
+    let before = processes(env).await;
+    for cores in [0.5, 0.25] {
+        let mut rec = recommendation(&[437, 437, 437], START_MUTATING, 128 * 60);
+        rec.apiservers[1].recommended.cpu_cores = cores;
+        let outcome = updater::apply(ctx, &rec).await.expect("apply");
+        let Outcome::Applied { plan } = &outcome else {
+            panic!("{outcome:?}")
+        };
+        let [sts] = plan.stateful_sets.as_slice() else {
+            panic!("{}", plan.render())
+        };
+        assert!(
+            sts.roll.is_none() && sts.resizes.len() == 1,
+            "{}",
+            plan.render()
+        );
+        let pod = pods(env).get("apiserver-1-0").await.expect("pod");
+        let reported = pod
+            .status
+            .and_then(|s| s.container_statuses)
+            .expect("statuses")[0]
+            .resources
+            .clone()
+            .and_then(|r| r.requests)
+            .expect("reported requests");
+        assert_eq!(
+            updater::quantity::parse(&reported["cpu"]),
+            Some(cores),
+            "the agent reports the new CPU request"
+        );
+        assert_eq!(
+            processes(env).await,
+            before,
+            "a resize restarted an apiserver"
+        );
+    }
 }
 
 /// (b) kube-apiserver refuses to start with no concurrency at all: the updater restores the
