@@ -142,8 +142,24 @@ pub fn recommend(
 
     // Apiservers: split the planned load, size each replica.
     let shares = load_shares(policy, &per_replica);
-    let total_ro: f64 = per_replica.iter().map(|r| r.0.plan).sum();
-    let total_mu: f64 = per_replica.iter().map(|r| r.1.plan).sum();
+    let histories: Vec<Option<&ReplicaHistory>> = policy
+        .apiservers
+        .iter()
+        .map(|p| history_of(&p.name))
+        .collect();
+    let plan_total = |series: fn(&ReplicaHistory) -> &Vec<Option<f64>>, each: f64| {
+        total_series(&histories, series).map_or(each, |total| {
+            forecast(&total, step_s, window_steps, &policy.forecast).plan
+        })
+    };
+    let total_ro = plan_total(
+        |h| &h.read_only_rate,
+        per_replica.iter().map(|r| r.0.plan).sum(),
+    );
+    let total_mu = plan_total(
+        |h| &h.mutating_rate,
+        per_replica.iter().map(|r| r.1.plan).sum(),
+    );
     let mut apiservers = Vec::new();
     let mut outcomes = Vec::new();
     let mut capacity = (0.0, 0.0);
@@ -668,6 +684,28 @@ fn late(constraint: Constraint, p99: Option<f64>, slo: f64) -> Vec<Violation> {
 
 fn total(v: &[Violation]) -> f64 {
     v.iter().map(|v| v.amount).sum()
+}
+
+/// The replicas' series summed step by step, when every replica has one of equal length.
+/// The balancer's total is what the plan's quantile is of: summing each replica's upper
+/// quantile would plan for all of them peaking at once.
+fn total_series(
+    histories: &[Option<&ReplicaHistory>],
+    series: fn(&ReplicaHistory) -> &Vec<Option<f64>>,
+) -> Option<Vec<Option<f64>>> {
+    let all: Vec<&Vec<Option<f64>>> = histories
+        .iter()
+        .map(|h| h.map(series))
+        .collect::<Option<_>>()?;
+    let n = all.first()?.len();
+    if n == 0 || all.iter().any(|s| s.len() != n) {
+        return None;
+    }
+    Some(
+        (0..n)
+            .map(|t| all.iter().map(|s| s[t]).sum::<Option<f64>>())
+            .collect(),
+    )
 }
 
 /// Each apiserver's share of the total load (and of the clients' QPS).

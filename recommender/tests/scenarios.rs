@@ -214,26 +214,23 @@ fn the_recorded_loopback_snapshot_replays() {
         );
     }
     // The masters cannot carry their share within their nodes: no setting is feasible, so
-    // it changes to the least violating one, flagged. Past saturation that means fewer or
-    // re-balanced slots, which cut the predicted latency rather than add to it.
+    // it changes to the least violating one, flagged, which misses by less than what runs.
     assert!(!r.feasible);
     assert_eq!(r.action, Action::Change, "{:?}", r.hold_reasons);
-    for a in &r.apiservers[1..] {
+    let missed = |p: &Option<recommender::recommendation::ApiserverPrediction>| {
+        p.as_ref()
+            .unwrap()
+            .violations
+            .iter()
+            .map(|v| v.amount)
+            .sum::<f64>()
+    };
+    for a in &r.apiservers {
         let (now, next) = (
-            a.predicted_current.as_ref().unwrap(),
-            a.predicted_recommended.as_ref().unwrap(),
+            missed(&a.predicted_current),
+            missed(&a.predicted_recommended),
         );
-        assert!(!next.violations.is_empty());
-        assert!(
-            next.read_only_p99_s < now.read_only_p99_s,
-            "{}: {next:?}",
-            a.target.name
-        );
-        assert!(
-            next.mutating_p99_s < now.mutating_p99_s,
-            "{}: {next:?}",
-            a.target.name
-        );
+        assert!(next <= now, "{}: {next} > {now}", a.target.name);
     }
     // The scheduler kept up (measured pod-scheduling P99 1.2 s); the model agrees.
     let s = r.schedulers[0].predicted_current.as_ref().unwrap();
