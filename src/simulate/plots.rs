@@ -4,12 +4,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
 use plotters::prelude::*;
 
 use super::policies::PolicyKind;
 use super::report::{DayReport, IntervalPoint, PolicyRun};
 
 const SIZE: (u32, u32) = (1000, 640);
+
+/// One number of an interval, to plot.
+type Metric = fn(&IntervalPoint) -> f64;
 const FONT: (&str, u32) = ("sans-serif", 18);
 
 fn colour(kind: PolicyKind) -> RGBColor {
@@ -67,33 +71,46 @@ pub fn write_all(report: &DayReport, dir: &Path) -> anyhow::Result<Vec<PathBuf>>
             "Load on the apiservers, cluster-wide (under native settings)",
             "req/s",
             &lines,
-            false,
+            None,
         )?;
         root.present().map_err(drawing)?;
     }
     {
-        let root = SVGBackend::new(&p99, SIZE).into_drawing_area();
+        let root = SVGBackend::new(&p99, (SIZE.0, SIZE.1 * 3 / 2)).into_drawing_area();
         root.fill(&WHITE).map_err(drawing)?;
-        let halves = root.split_evenly((2, 1));
-        for (area, (title, f)) in halves.iter().zip([
+        let areas = root.split_evenly((3, 1));
+        // 429s are where tight limits show, and P99 alone would hide them.
+        let panels: [(&str, &str, Metric, f64); 3] = [
             (
-                "readOnly P99 (worst replica), s",
-                (|p: &IntervalPoint| p.read_only_p99_s) as fn(&IntervalPoint) -> f64,
+                "readOnly P99 (worst replica)",
+                "s (log)",
+                |p| p.read_only_p99_s,
+                1e-3,
             ),
-            ("mutating P99 (worst replica), s", |p: &IntervalPoint| {
-                p.mutating_p99_s
-            }),
-        ]) {
+            (
+                "mutating P99 (worst replica)",
+                "s (log)",
+                |p| p.mutating_p99_s,
+                1e-3,
+            ),
+            (
+                "share of requests rejected with 429 (1e-6 stands for none)",
+                "share (log)",
+                |p| p.rejection,
+                1e-6,
+            ),
+        ];
+        for (area, (title, y_desc, f, floor)) in areas.iter().zip(panels) {
             let lines: Vec<Line> = report
                 .policies
                 .iter()
                 .map(|run| Line {
                     label: run.summary.policy.name().into(),
                     colour: colour(run.summary.policy),
-                    points: points(run, interval_h, |p| f(p).max(1e-3)),
+                    points: points(run, interval_h, |p| f(p).max(floor)),
                 })
                 .collect();
-            panel(area, title, "s (log)", &lines, true)?;
+            panel(area, title, y_desc, &lines, Some(floor))?;
         }
         root.present().map_err(drawing)?;
     }
@@ -123,7 +140,7 @@ pub fn write_all(report: &DayReport, dir: &Path) -> anyhow::Result<Vec<PathBuf>>
             colour: RGBColor(0, 0, 0),
             points: points(arak, interval_h, |p| p.apiserver_cores_used[0]),
         });
-        panel(&areas[0], "arak: apiserver CPU", "cores", &cores, false)?;
+        panel(&areas[0], "arak: apiserver CPU", "cores", &cores, None)?;
         let limits = vec![
             Line {
                 label: "apiserver-0 --max-requests-inflight".into(),
@@ -148,7 +165,7 @@ pub fn write_all(report: &DayReport, dir: &Path) -> anyhow::Result<Vec<PathBuf>>
             "arak: apiserver limits",
             "requests",
             &limits,
-            false,
+            None,
         )?;
         let clients = vec![
             Line {
@@ -162,7 +179,7 @@ pub fn write_all(report: &DayReport, dir: &Path) -> anyhow::Result<Vec<PathBuf>>
                 points: points(arak, interval_h, |p| p.controller_manager_qps),
             },
         ];
-        panel(&areas[2], "arak: client QPS", "req/s", &clients, false)?;
+        panel(&areas[2], "arak: client QPS", "req/s", &clients, None)?;
         root.present().map_err(drawing)?;
     }
     Ok(vec![load, p99, settings])
@@ -174,7 +191,7 @@ fn panel(
     title: &str,
     y_desc: &str,
     lines: &[Line],
-    log: bool,
+    log_floor: Option<f64>,
 ) -> anyhow::Result<()> {
     let values = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1));
     let max = values.clone().fold(0.0f64, f64::max);
@@ -185,70 +202,59 @@ fn panel(
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(64);
-    let x = 0f64..24f64;
-    if log {
-        let (lo, hi) = (min.max(1e-3) / 1.5, (max * 1.5).max(min.max(1e-3) * 10.0));
-        let mut chart = builder
-            .build_cartesian_2d(x, (lo..hi).log_scale())
-            .map_err(drawing)?;
-        chart
-            .configure_mesh()
-            .x_desc("hour of the day")
-            .y_desc(y_desc)
-            .light_line_style(WHITE)
-            .y_label_formatter(&|v| short(*v))
-            .draw()
-            .map_err(drawing)?;
-        for l in lines {
-            let c = l.colour;
-            chart
-                .draw_series(LineSeries::new(l.points.iter().copied(), c.stroke_width(2)))
-                .map_err(drawing)?
-                .label(&l.label)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(drawing)?;
+    if let Some(floor) = log_floor {
+        let lo = min.max(floor) / 1.5;
+        let hi = (max * 1.5).max(lo * 15.0);
+        draw(builder, (lo..hi).log_scale(), y_desc, lines)
     } else {
-        let mut chart = builder
-            .build_cartesian_2d(x, 0f64..(max * 1.15).max(1.0))
-            .map_err(drawing)?;
-        chart
-            .configure_mesh()
-            .x_desc("hour of the day")
-            .y_desc(y_desc)
-            .light_line_style(WHITE)
-            .y_label_formatter(&|v| short(*v))
-            .draw()
-            .map_err(drawing)?;
-        for l in lines {
-            let c = l.colour;
-            chart
-                .draw_series(LineSeries::new(l.points.iter().copied(), c.stroke_width(2)))
-                .map_err(drawing)?
-                .label(&l.label)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(drawing)?;
+        draw(builder, 0f64..(max * 1.15).max(1.0), y_desc, lines)
     }
+}
+
+/// The mesh, the lines and the legend on a linear or logarithmic y axis.
+fn draw<Y>(
+    mut builder: ChartBuilder<'_, '_, SVGBackend<'_>>,
+    y: Y,
+    y_desc: &str,
+    lines: &[Line],
+) -> anyhow::Result<()>
+where
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let mut chart = builder
+        .build_cartesian_2d(0f64..24f64, y)
+        .map_err(drawing)?;
+    chart
+        .configure_mesh()
+        .x_desc("hour of the day")
+        .y_desc(y_desc)
+        .light_line_style(WHITE)
+        .y_label_formatter(&|v| short(*v))
+        .draw()
+        .map_err(drawing)?;
+    for l in lines {
+        let c = l.colour;
+        chart
+            .draw_series(LineSeries::new(l.points.iter().copied(), c.stroke_width(2)))
+            .map_err(drawing)?
+            .label(&l.label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(drawing)?;
     Ok(())
 }
 
 /// An axis label without float noise: 0.3, 2, 150.
 fn short(v: f64) -> String {
+    if v != 0.0 && v.abs() < 1e-3 {
+        return format!("{v:.0e}");
+    }
     let text = format!("{v:.3}");
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
