@@ -19,24 +19,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_stress-test");
 /// Kinds no controller writes or reads one by one, so the apiserver's counts are ours alone.
 const QUIET_KINDS: [&str; 3] = ["secrets", "podtemplates", "limitranges"];
 
-/// What arak:load lacks for the default mix (persistentvolumes, podtemplates), granted here.
-const EXTRA_RBAC: &str = r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: "arak:stress-test-extra"}
-rules:
-- apiGroups: [""]
-  resources: [persistentvolumes, podtemplates]
-  verbs: [get, list, watch, create, update, patch, delete, deletecollection]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "arak:stress-test-extra"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "arak:stress-test-extra"}
-subjects:
-- {apiGroup: rbac.authorization.k8s.io, kind: User, name: arak-load}
-"#;
-
 /// A priority level with one share and no queue: the load user's requests beyond its few
 /// seats are rejected with 429 at once.
 const TINY_APF: &str = r#"
@@ -78,7 +60,6 @@ fn against_the_loopback_cluster() {
         Err(e) => panic!("starting the loopback cluster: {e}"),
     };
     let work = tempdir("loopback");
-    kubectl_apply(&cluster, EXTRA_RBAC);
 
     rate_and_counts_match_the_apiserver(&cluster, &work);
     full_run_leaves_nothing_behind(&cluster, &work);
