@@ -2,18 +2,15 @@
 //! APF objects, or with `--dry-run` prints what would change and changes nothing.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
-use load_fetcher::config::parse_duration;
 use recommender::Recommendation;
-use updater::{Component, Options, Outcome, PlanOptions, ReadinessOnly};
+use updater::{Outcome, ReadinessOnly};
 
 use super::Output;
+use super::cluster_access::{UpdaterArgs, client};
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
@@ -36,32 +33,8 @@ pub struct ApplyArgs {
     dry_run: bool,
     #[arg(long, value_enum, default_value_t)]
     output: Output,
-    /// The order components are changed in.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "apiserver,controller-manager,scheduler"
-    )]
-    order: Vec<Component>,
-    /// PriorityLevelConfigurations whose queue length follows the recommended queue length.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "workload-high,workload-low,global-default"
-    )]
-    apf_levels: Vec<String>,
-    /// How long a component must stay Ready after each pod before the next one.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    soak: Duration,
-    /// How long one pod may take to come back Ready with its new template.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
-    pod_ready_timeout: Duration,
-    /// How long an in-place resize may take to be reported done.
-    #[arg(long, default_value = "2m", value_parser = parse_duration)]
-    resize_timeout: Duration,
-    /// How long a rollback may take before it is left to a person.
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
-    rollback_timeout: Duration,
+    #[command(flatten)]
+    updater: UpdaterArgs,
 }
 
 pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
@@ -94,17 +67,7 @@ async fn apply(args: ApplyArgs, recommendation: Recommendation) -> anyhow::Resul
         Some(path) => Some(client(Some(path)).await?.0),
         None => None,
     };
-    let options = Options {
-        plan: PlanOptions {
-            order: args.order,
-            apf_levels: args.apf_levels,
-        },
-        pod_ready_timeout: args.pod_ready_timeout,
-        soak: args.soak,
-        resize_timeout: args.resize_timeout,
-        rollback_timeout: args.rollback_timeout,
-        ..Options::default()
-    };
+    let options = args.updater.options();
     let namespace = args.namespace.unwrap_or(default_namespace);
     let ctx = updater::Context::new(management, tested, namespace, options, ReadinessOnly);
     if args.dry_run {
@@ -136,23 +99,4 @@ async fn apply(args: ApplyArgs, recommendation: Recommendation) -> anyhow::Resul
         );
     }
     Ok(())
-}
-
-/// A client for the kubeconfig (or the default one) and its namespace.
-async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<(Client, String)> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("loading kubeconfig {}", path.display()))?
-        }
-        None => Config::infer().await.context("finding a kubeconfig")?,
-    };
-    let namespace = config.default_namespace.clone();
-    Ok((
-        Client::try_from(config).context("building the Kubernetes client")?,
-        namespace,
-    ))
 }

@@ -1,6 +1,7 @@
 //! The command line: one subcommand per stage, each runnable alone.
 
 mod apply;
+mod cluster_access;
 mod crd;
 mod fetch;
 mod model;

@@ -2,17 +2,15 @@
 //! the leader lease, runs its rounds until SIGTERM.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use load_fetcher::config::parse_duration;
 use load_fetcher::{ClientOptions, FetchConfig};
-use updater::{Component, PlanOptions};
 
+use super::cluster_access::{UpdaterArgs, client};
 use crate::controller;
 
 #[derive(Debug, Args)]
@@ -68,36 +66,6 @@ struct PrometheusArgs {
     /// PEM CA bundle to verify Prometheus with (the system roots otherwise).
     #[arg(long)]
     prometheus_ca_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-struct UpdaterArgs {
-    /// The order components are changed in.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "apiserver,controller-manager,scheduler"
-    )]
-    order: Vec<Component>,
-    /// PriorityLevelConfigurations whose queue length follows the recommended queue length.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "workload-high,workload-low,global-default"
-    )]
-    apf_levels: Vec<String>,
-    /// How long a component must stay Ready after each pod before the next one.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    soak: Duration,
-    /// How long one pod may take to come back Ready with its new template.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
-    pod_ready_timeout: Duration,
-    /// How long an in-place resize may take to be reported done.
-    #[arg(long, default_value = "2m", value_parser = parse_duration)]
-    resize_timeout: Duration,
-    /// How long a rollback may take before it is left to a person.
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
-    rollback_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -157,7 +125,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             Some(path) => Some(client(Some(path)).await?.0),
             None => None,
         };
-        let u = args.updater;
         let options = controller::Options {
             tuning: args.tuning,
             prometheus_url: args.prometheus.prometheus_url,
@@ -168,17 +135,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 ca_file: args.prometheus.prometheus_ca_file,
                 ..ClientOptions::default()
             },
-            updater: updater::Options {
-                plan: PlanOptions {
-                    order: u.order,
-                    apf_levels: u.apf_levels,
-                },
-                pod_ready_timeout: u.pod_ready_timeout,
-                soak: u.soak,
-                resize_timeout: u.resize_timeout,
-                rollback_timeout: u.rollback_timeout,
-                ..updater::Options::default()
-            },
+            updater: args.updater.options(),
             listen: args.listen,
             lease: args.leader.lease_name,
             identity: args.leader.identity.unwrap_or_else(default_identity),
@@ -198,23 +155,4 @@ fn default_identity() -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "arak".into());
     format!("{host}-{}", std::process::id())
-}
-
-/// A client for the kubeconfig (or the default one) and its namespace.
-async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<(Client, String)> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("loading kubeconfig {}", path.display()))?
-        }
-        None => Config::infer().await.context("finding a kubeconfig")?,
-    };
-    let namespace = config.default_namespace.clone();
-    Ok((
-        Client::try_from(config).context("building the Kubernetes client")?,
-        namespace,
-    ))
 }
