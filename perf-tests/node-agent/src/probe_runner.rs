@@ -188,12 +188,11 @@ mod tests {
             })
         };
         assert!(attempt(&tcp(port), &launch()).await);
-        let closed = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // Bound but not listening: connections are refused, and the port stays ours, so
+        // neither a parallel test's listener nor a client's ephemeral port can take it.
+        let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+        reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let closed = reserved.local_addr().unwrap().port();
         assert!(!attempt(&tcp(closed), &launch()).await);
         let exec = |cmd: &str| {
             spec(ProbeAction::Exec {
