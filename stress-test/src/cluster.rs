@@ -84,6 +84,11 @@ impl ApiClient {
         Ok(ApiClient { client, url })
     }
 
+    /// The kube client itself, for typed requests and watches.
+    pub fn kube(&self) -> kube::Client {
+        self.client.clone()
+    }
+
     /// A request for `path_and_query` (relative to the apiserver URL).
     pub fn request(
         method: Method,

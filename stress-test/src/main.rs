@@ -2,11 +2,13 @@
 //!
 //! `stress-test [OPTIONS]` prepares labelled objects, sends a weighted mix of GET, LIST, POST,
 //! PUT, PATCH and DELETE at scheduled times, reports counts and latencies, and removes what it
-//! created. `stress-test cleanup` removes what earlier runs left.
+//! created. `stress-test cleanup` removes what earlier runs left. `stress-test density` measures
+//! pod startup latency and scheduling throughput as ClusterLoader2 does.
 
 mod arrivals;
 mod cluster;
 mod cpu;
+mod density;
 mod lifecycle;
 mod load;
 mod mix;
@@ -45,6 +47,8 @@ mod exit {
     pub const CLEANUP: u8 = 5;
     /// The report file could not be written (the report was still printed).
     pub const REPORT: u8 = 6;
+    /// `density`: not every pod was Running by --timeout (the report was still printed).
+    pub const TIMEOUT: u8 = 7;
     /// Stopped by Ctrl-C (report and cleanup were still done).
     pub const INTERRUPTED: u8 = 130;
 }
@@ -81,6 +85,9 @@ enum Command {
     },
     /// Print the built-in mix as YAML (a starting point for --mix).
     DefaultMix,
+    /// Pod startup latency and scheduling throughput of N pause pods (ClusterLoader2's
+    /// PodStartupLatency and SchedulingThroughput), printed as JSON.
+    Density(density::DensityArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -216,13 +223,15 @@ async fn async_main(cli: Cli) -> Result<u8, Failure> {
                 Some(id) => CleanupScope::Run(id),
                 None => CleanupScope::AllRuns,
             };
-            let kinds: Vec<Resource> = Resource::writable().collect();
+            // Pods too: `density` may put them in a namespace that is not the run's.
+            let kinds: Vec<Resource> = Resource::writable().chain([Resource::Pods]).collect();
             let summary = lifecycle::cleanup(&api, &scope, &kinds, cli.run.timeout, wait)
                 .await
                 .map_err(fail(exit::CLEANUP))?;
             report_cleanup(&summary);
             Ok(0)
         }
+        Some(Command::Density(args)) => density::run(args, &cli.connect).await,
         None => run(cli.run, &cli.connect).await,
     }
 }

@@ -20,7 +20,7 @@ const SERIAL_MARK: &str = "@@ARAK_SERIAL@@";
 
 /// Storage class of the run's PVs; the PVCs ask for no class, so the two never bind.
 const PV_STORAGE_CLASS: &str = "arak-stress-test";
-const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10";
+pub const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10";
 
 /// Short per-kind prefix so names never couple objects (a Service and Endpoints of one name do).
 pub fn name_prefix(resource: Resource) -> &'static str {

@@ -28,7 +28,7 @@ pub enum Outcome {
     Transport,
 }
 
-fn new_histogram() -> Histogram<u64> {
+pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }
 
@@ -182,7 +182,7 @@ pub struct LatencyMs {
 }
 
 impl LatencyMs {
-    fn from_histogram(h: &Histogram<u64>) -> Self {
+    pub fn from_histogram(h: &Histogram<u64>) -> Self {
         let ms = |us: u64| us as f64 / 1000.0;
         if h.is_empty() {
             return LatencyMs {
