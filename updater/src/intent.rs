@@ -24,7 +24,8 @@ pub struct Intent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "kebab-case")]
 pub enum Step {
-    /// The template holds the target; pods from `ordinal` up are (being) replaced.
+    /// The template holds the target; pods above `ordinal` are replaced, and `ordinal` is
+    /// being replaced or, while the partition is still above it, is the next to be.
     Rolling { ordinal: i32 },
     /// The template holds the previous state again; pods are being restored.
     RollingBack,
@@ -35,6 +36,22 @@ impl fmt::Display for Step {
         match self {
             Step::Rolling { ordinal } => write!(f, "rolling, at ordinal {ordinal}"),
             Step::RollingBack => f.write_str("rolling back"),
+        }
+    }
+}
+
+impl Intent {
+    /// What to leave behind when stopping once pod `ordinal` has rolled: the same change
+    /// at the next lower ordinal, or None when that pod was the last and the roll is done.
+    pub fn after(&self, ordinal: i32) -> Option<Intent> {
+        match self.step {
+            Step::Rolling { .. } if ordinal > 0 => Some(Intent {
+                step: Step::Rolling {
+                    ordinal: ordinal - 1,
+                },
+                ..self.clone()
+            }),
+            _ => None,
         }
     }
 }
@@ -67,9 +84,8 @@ mod tests {
     use crate::args::CommandLine;
     use crate::plan::ContainerState;
 
-    #[test]
-    fn round_trips_through_the_annotation() {
-        let state = |value: &str| RollTarget {
+    fn state(value: &str) -> RollTarget {
+        RollTarget {
             container: ContainerState {
                 command_line: CommandLine::new(
                     vec!["kube-apiserver".into()],
@@ -79,15 +95,23 @@ mod tests {
             },
             config_file: None,
             config_hash: None,
-        };
-        let intent = Intent {
+        }
+    }
+
+    fn rolling(ordinal: i32) -> Intent {
+        Intent {
             component: Component::Apiserver,
             container: "kube-apiserver".into(),
             previous: state("400"),
             target: state("600"),
-            step: Step::Rolling { ordinal: 2 },
+            step: Step::Rolling { ordinal },
             started_unix_s: 1,
-        };
+        }
+    }
+
+    #[test]
+    fn round_trips_through_the_annotation() {
+        let intent = rolling(2);
         let mut sts = StatefulSet::default();
         sts.metadata.annotations = Some(
             [(INTENT_ANNOTATION.to_owned(), to_annotation(&intent))]
@@ -97,5 +121,31 @@ mod tests {
         assert_eq!(read(&sts).unwrap(), Some(intent));
         assert!(to_annotation(&read(&sts).unwrap().unwrap()).contains("\"phase\":\"rolling\""));
         assert_eq!(read(&StatefulSet::default()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_stop_after_a_pod_leaves_the_next_lower_ordinal() {
+        let intent = rolling(2);
+        let next = intent.after(2).expect("two pods are left");
+        assert_eq!(next.step, Step::Rolling { ordinal: 1 });
+        assert_eq!(
+            (&next.previous, &next.target),
+            (&intent.previous, &intent.target)
+        );
+        assert_eq!(next.started_unix_s, intent.started_unix_s);
+        assert_eq!(
+            next.after(1).map(|i| i.step),
+            Some(Step::Rolling { ordinal: 0 })
+        );
+    }
+
+    #[test]
+    fn nothing_is_left_after_the_last_pod_or_a_rollback() {
+        assert_eq!(rolling(0).after(0), None);
+        let back = Intent {
+            step: Step::RollingBack,
+            ..rolling(2)
+        };
+        assert_eq!(back.after(2), None);
     }
 }

@@ -2,6 +2,8 @@
 //! in-place resize where the cluster and the container allow it, flags and everything else
 //! through the StatefulSets' pod templates, rolled one pod at a time with health and SLO
 //! checks; rolls back on any failure and finishes or undoes an interrupted change on start.
+//! A stop request ([`Context::with_stop`]) is honoured between pods: the pod being changed is
+//! finished or rolled back first, and what is left carries an intent for the next run.
 //!
 //! [`plan`] says what [`apply`] would do without changing anything.
 
@@ -22,10 +24,13 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::ListParams;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::{Api, Client};
 use recommender::Recommendation;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::roll::RollResult;
 
 pub use error::{Error, Result};
 pub use health::{ReadinessOnly, SloCheck, SloTarget};
@@ -71,6 +76,7 @@ pub struct Context<S> {
     pub options: Options,
     pub slo: S,
     recorder: Recorder,
+    stop: watch::Receiver<bool>,
 }
 
 impl<S: SloCheck> Context<S> {
@@ -95,8 +101,31 @@ impl<S: SloCheck> Context<S> {
             options,
             slo,
             recorder,
+            stop: never_stop(),
         }
     }
+
+    /// Stops changes once `stop` holds true: the pod being changed is finished (Ready and
+    /// soaked) or rolled back, then [`apply`] and [`recover`] return instead of starting
+    /// the next pod, leaving an intent annotation on every StatefulSet that is not done.
+    pub fn with_stop(mut self, stop: watch::Receiver<bool>) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    fn stop_requested(&self) -> bool {
+        stop_requested(&self.stop)
+    }
+}
+
+/// A stop signal that never fires: its sender is gone and it holds false.
+fn never_stop() -> watch::Receiver<bool> {
+    watch::channel(false).1
+}
+
+/// Whether stop was asked for; a dropped sender leaves the last value in force.
+fn stop_requested(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow()
 }
 
 /// What became of a recommendation.
@@ -113,6 +142,33 @@ pub enum Outcome {
     /// A step failed; what it changed was restored and the sequence stopped. The
     /// controller should cool down before trying this recommendation again.
     Rejected(Rejection),
+    /// A stop was requested: every pod changed so far is finished and verified, and each
+    /// StatefulSet in `unfinished` carries an intent annotation (its template already holds
+    /// the target, the pods not yet rolled the previous one) that the next [`recover`]
+    /// finishes or rolls back. `plan` is empty when the stop came while an earlier change
+    /// was being finished.
+    Interrupted {
+        plan: Plan,
+        unfinished: Vec<String>,
+        reason: String,
+    },
+}
+
+/// What [`recover`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recovery {
+    /// No intent is left: every interrupted change was finished or rolled back.
+    Done {
+        finished: Vec<String>,
+        rolled_back: Vec<String>,
+    },
+    /// Finishing failed and was rolled back.
+    Rejected(Rejection),
+    /// A stop was requested; the StatefulSets in `unfinished` keep their intents.
+    Interrupted {
+        unfinished: Vec<String>,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,8 +230,16 @@ pub async fn apply<S: SloCheck>(
     ctx: &Context<S>,
     recommendation: &Recommendation,
 ) -> Result<Outcome> {
-    if let Some(rejection) = recover(ctx, Some(recommendation)).await? {
-        return Ok(Outcome::Rejected(rejection));
+    match recover(ctx, Some(recommendation)).await? {
+        Recovery::Done { .. } => {}
+        Recovery::Rejected(rejection) => return Ok(Outcome::Rejected(rejection)),
+        Recovery::Interrupted { unfinished, reason } => {
+            return Ok(Outcome::Interrupted {
+                plan: Plan::default(),
+                unfinished,
+                reason,
+            });
+        }
     }
     let live = read_live(ctx, recommendation).await?;
     let plan = plan::plan(recommendation, &live, &ctx.options.plan)?;
@@ -198,14 +262,30 @@ pub async fn apply<S: SloCheck>(
             });
         }
     }
+    if ctx.stop_requested() {
+        return Ok(Outcome::Interrupted {
+            unfinished: Vec::new(),
+            reason: "stop requested before anything was changed".into(),
+            plan,
+        });
+    }
 
+    // The last step finished and verified, for the reason of an interruption.
+    let mut last_done = None;
     if !plan.apf.is_empty() {
         let siblings = component_stateful_sets(recommendation, Component::Apiserver);
         if let Some(rejection) = apf::apply_and_verify(ctx, &plan.apf, &siblings).await? {
             return Ok(Outcome::Rejected(rejection));
         }
+        last_done = Some("the APF queue lengths".to_owned());
     }
-    for sts_plan in &plan.stateful_sets {
+    for (index, sts_plan) in plan.stateful_sets.iter().enumerate() {
+        if let Some(done) = &last_done
+            && ctx.stop_requested()
+        {
+            let reason = format!("stop requested after {done}");
+            return interrupt(ctx, &plan, index, Vec::new(), reason).await;
+        }
         let siblings = component_stateful_sets(recommendation, sts_plan.component);
         let rejected = |reason| {
             Outcome::Rejected(Rejection {
@@ -214,41 +294,114 @@ pub async fn apply<S: SloCheck>(
                 reason,
             })
         };
-        if !sts_plan.resizes.is_empty()
-            && let Err(reason) = resize::resize_pods(ctx, sts_plan, &siblings).await?
-        {
-            return Ok(rejected(reason));
+        if !sts_plan.resizes.is_empty() {
+            match resize::resize_pods(ctx, sts_plan, &siblings).await? {
+                RollResult::Done => {}
+                RollResult::RolledBack(reason) => return Ok(rejected(reason)),
+                // In-place resizes leave no intent: each pod's own resources say how far
+                // they got, and the next plan resizes the rest.
+                RollResult::Interrupted(reason) => {
+                    return interrupt(ctx, &plan, index + 1, Vec::new(), reason).await;
+                }
+            }
         }
-        if let Some(change) = &sts_plan.roll
-            && let roll::RollResult::RolledBack(reason) =
-                roll::roll(ctx, sts_plan, change, &siblings).await?
-        {
-            return Ok(rejected(reason));
+        if let Some(change) = &sts_plan.roll {
+            match roll::roll(ctx, sts_plan, change, &siblings).await? {
+                RollResult::Done => {}
+                RollResult::RolledBack(reason) => return Ok(rejected(reason)),
+                RollResult::Interrupted(reason) => {
+                    let unfinished = vec![sts_plan.stateful_set.clone()];
+                    return interrupt(ctx, &plan, index + 1, unfinished, reason).await;
+                }
+            }
         }
+        last_done = Some(format!("StatefulSet {}", sts_plan.stateful_set));
     }
     Ok(Outcome::Applied { plan })
 }
 
-/// Finishes or undoes every change an earlier run left unfinished (an intent annotation on a
-/// StatefulSet of the namespace). A change is finished when `recommendation` wants exactly
-/// what it was rolling out, and rolled back otherwise (always, without a recommendation).
-/// Returns the rejection when finishing failed and was rolled back.
-pub async fn recover<S: SloCheck>(
+/// Stops the plan before its StatefulSet number `next`: every later roll is staged (its
+/// template and intent written, its partition above every pod, so no pod restarts) and so
+/// left, like the one already interrupted, for the next [`recover`] to finish or undo. A
+/// half-applied recommendation then never looks applied to the next run.
+async fn interrupt<S: SloCheck>(
     ctx: &Context<S>,
-    recommendation: Option<&Recommendation>,
-) -> Result<Option<Rejection>> {
+    plan: &Plan,
+    next: usize,
+    mut unfinished: Vec<String>,
+    reason: String,
+) -> Result<Outcome> {
+    for sts_plan in &plan.stateful_sets[next..] {
+        if let Some(change) = &sts_plan.roll {
+            roll::stage(ctx, sts_plan, change).await?;
+            roll::event(
+                ctx,
+                &sts_plan.stateful_set,
+                EventType::Normal,
+                "Staged",
+                format!("{reason}: template staged with its intent, no pod rolled yet"),
+            )
+            .await;
+            unfinished.push(sts_plan.stateful_set.clone());
+        }
+    }
+    tracing::info!(?unfinished, %reason, "stopped on request; the intents stay for the next run");
+    Ok(Outcome::Interrupted {
+        plan: plan.clone(),
+        unfinished,
+        reason,
+    })
+}
+
+/// StatefulSets of the namespace whose change an earlier run left unfinished.
+pub async fn unfinished<S: SloCheck>(ctx: &Context<S>) -> Result<Vec<String>> {
+    Ok(with_intent(ctx)
+        .await?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect())
+}
+
+/// The StatefulSets carrying an intent annotation, by name, in name order.
+async fn with_intent<S: SloCheck>(ctx: &Context<S>) -> Result<Vec<(String, StatefulSet)>> {
     let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.management.clone(), &ctx.namespace);
     let list = statefulsets
         .list(&ListParams::default())
         .await
         .map_err(Error::kube("listing StatefulSets"))?;
+    let mut found = Vec::new();
     for sts in list.items {
-        let Some(unfinished) = intent::read(&sts)? else {
+        if intent::read(&sts)?.is_some() {
+            found.push((sts.metadata.name.clone().unwrap_or_default(), sts));
+        }
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(found)
+}
+
+/// Finishes or undoes every change an earlier run left unfinished (an intent annotation on a
+/// StatefulSet of the namespace). A change is finished when `recommendation` wants exactly
+/// what it was rolling out, and rolled back otherwise (always, without a recommendation).
+/// Stops between pods when a stop is requested, keeping the intents of what is left.
+pub async fn recover<S: SloCheck>(
+    ctx: &Context<S>,
+    recommendation: Option<&Recommendation>,
+) -> Result<Recovery> {
+    let pending = with_intent(ctx).await?;
+    let mut finished = Vec::new();
+    let mut rolled_back = Vec::new();
+    for (index, (name, sts)) in pending.iter().enumerate() {
+        let Some(unfinished) = intent::read(sts)? else {
             continue;
         };
-        let name = sts.metadata.name.clone().unwrap_or_default();
+        if ctx.stop_requested() {
+            return Ok(Recovery::Interrupted {
+                unfinished: pending[index..].iter().map(|(n, _)| n.clone()).collect(),
+                reason: "stop requested before finishing the unfinished changes".into(),
+            });
+        }
         let wanted = match recommendation {
-            Some(rec) => wanted_by(ctx, rec, &sts, &unfinished).await?,
+            Some(rec) => wanted_by(ctx, rec, sts, &unfinished).await?,
             None => false,
         };
         let siblings = match recommendation {
@@ -257,28 +410,39 @@ pub async fn recover<S: SloCheck>(
         };
         tracing::info!(stateful_set = %name, step = %unfinished.step, resume = wanted, "recovering an unfinished change");
         let result = if wanted {
-            roll::resume(ctx, &name, &unfinished, &siblings).await?
+            roll::resume(ctx, name, &unfinished, &siblings).await?
         } else {
             roll::rollback(
                 ctx,
-                &name,
+                name,
                 &unfinished,
                 "superseded: the recommendation now wants something else".into(),
                 &siblings,
             )
             .await?
         };
-        if let roll::RollResult::RolledBack(reason) = result
-            && wanted
-        {
-            return Ok(Some(Rejection {
-                component: unfinished.component,
-                stateful_set: Some(name),
-                reason,
-            }));
+        match result {
+            RollResult::Done => finished.push(name.clone()),
+            RollResult::RolledBack(reason) if wanted => {
+                return Ok(Recovery::Rejected(Rejection {
+                    component: unfinished.component,
+                    stateful_set: Some(name.clone()),
+                    reason,
+                }));
+            }
+            RollResult::RolledBack(_) => rolled_back.push(name.clone()),
+            RollResult::Interrupted(reason) => {
+                return Ok(Recovery::Interrupted {
+                    unfinished: pending[index..].iter().map(|(n, _)| n.clone()).collect(),
+                    reason,
+                });
+            }
         }
     }
-    Ok(None)
+    Ok(Recovery::Done {
+        finished,
+        rolled_back,
+    })
 }
 
 /// Whether planning `recommendation` against the StatefulSet as it was before the
@@ -337,4 +501,40 @@ fn component_stateful_sets(recommendation: &Recommendation, component: Component
     names.sort_unstable();
     names.dedup();
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_stop_signal_nothing_ever_stops() {
+        assert!(!stop_requested(&never_stop()));
+    }
+
+    #[test]
+    fn a_stop_holds_once_sent_even_after_its_sender_is_gone() {
+        let (tx, rx) = watch::channel(false);
+        assert!(!stop_requested(&rx));
+        tx.send(true).expect("a receiver is alive");
+        assert!(stop_requested(&rx));
+        drop(tx);
+        assert!(stop_requested(&rx));
+    }
+
+    #[test]
+    fn an_interruption_names_what_the_next_run_finishes() {
+        let outcome = Outcome::Interrupted {
+            plan: Plan::default(),
+            unfinished: vec!["apiserver-1".into(), "apiserver-2".into()],
+            reason: "stop requested after StatefulSet apiserver-0".into(),
+        };
+        let json = serde_json::to_value(&outcome).expect("serialises");
+        assert_eq!(json["outcome"], "interrupted");
+        assert_eq!(json["unfinished"][1], "apiserver-2");
+        assert_eq!(
+            serde_json::from_value::<Outcome>(json).expect("parses"),
+            outcome
+        );
+    }
 }

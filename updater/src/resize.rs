@@ -12,7 +12,8 @@ use serde_json::json;
 use crate::error::{Error, Result};
 use crate::health::SloCheck;
 use crate::plan::{PodResize, StatefulSetPlan};
-use crate::{Context, quantity, roll};
+use crate::roll::{self, RollResult};
+use crate::{Context, quantity};
 
 /// Whether the cluster serves `pods/resize`: GA-track since 1.33, on by default there.
 pub(crate) async fn supported(client: &Client) -> Result<bool> {
@@ -24,12 +25,14 @@ pub(crate) async fn supported(client: &Client) -> Result<bool> {
     Ok((number(&version.major), number(&version.minor)) >= (1, 33))
 }
 
-/// Resizes the plan's pods one by one; `Ok(Err(reason))` when one failed and all were put back.
+/// Resizes the plan's pods one by one. When one fails every pod resized so far gets its old
+/// resources back; a stop request is honoured between pods, the resized ones kept (each
+/// pod's resources say how far it got, so no intent is needed).
 pub(crate) async fn resize_pods<S: SloCheck>(
     ctx: &Context<S>,
     sts_plan: &StatefulSetPlan,
     siblings: &[String],
-) -> Result<Result<(), String>> {
+) -> Result<RollResult> {
     let pods: Api<Pod> = Api::namespaced(ctx.management.clone(), &ctx.namespace);
     for (done, resize) in sts_plan.resizes.iter().enumerate() {
         set_resources(&pods, resize, &sts_plan.container, &resize.target).await?;
@@ -44,10 +47,16 @@ pub(crate) async fn resize_pods<S: SloCheck>(
             for undo in sts_plan.resizes[..=done].iter().rev() {
                 set_resources(&pods, undo, &sts_plan.container, &undo.previous).await?;
             }
-            return Ok(Err(reason));
+            return Ok(RollResult::RolledBack(reason));
+        }
+        if done + 1 < sts_plan.resizes.len() && ctx.stop_requested() {
+            return Ok(RollResult::Interrupted(format!(
+                "stop requested: {} resized and soaked; the other pods of {} keep their resources",
+                resize.pod, sts_plan.stateful_set
+            )));
         }
     }
-    Ok(Ok(()))
+    Ok(RollResult::Done)
 }
 
 async fn set_resources(

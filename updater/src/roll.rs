@@ -25,6 +25,8 @@ pub(crate) enum RollResult {
     Done,
     /// It failed and the previous state is back; the reason says what failed.
     RolledBack(String),
+    /// A stop was requested between two pods; the intent says where to go on.
+    Interrupted(String),
 }
 
 /// Rolls the StatefulSet to `change.target`, highest ordinal first.
@@ -34,6 +36,26 @@ pub(crate) async fn roll<S: SloCheck>(
     change: &Roll,
     siblings: &[String],
 ) -> Result<RollResult> {
+    let (intent, replicas) = stage(ctx, sts_plan, change).await?;
+    let name = &sts_plan.stateful_set;
+    event(
+        ctx,
+        name,
+        EventType::Normal,
+        "Rolling",
+        format!("rolling {} pod(s) to arak's recommendation", replicas),
+    )
+    .await;
+    continue_roll(ctx, name, intent, replicas - 1, siblings).await
+}
+
+/// Writes the target template with its intent, the partition above every ordinal so that
+/// no pod rolls yet: from here [`resume`] rolls it and [`rollback`] undoes it.
+pub(crate) async fn stage<S: SloCheck>(
+    ctx: &Context<S>,
+    sts_plan: &StatefulSetPlan,
+    change: &Roll,
+) -> Result<(Intent, i32)> {
     let name = &sts_plan.stateful_set;
     let sts = sts_api(ctx)
         .get(name)
@@ -65,15 +87,7 @@ pub(crate) async fn roll<S: SloCheck>(
         }))
     })
     .await?;
-    event(
-        ctx,
-        name,
-        EventType::Normal,
-        "Rolling",
-        format!("rolling {} pod(s) to arak's recommendation", replicas),
-    )
-    .await;
-    continue_roll(ctx, name, intent, replicas - 1, siblings).await
+    Ok((intent, replicas))
 }
 
 /// Continues an interrupted change where its intent says it was.
@@ -127,6 +141,22 @@ async fn continue_roll<S: SloCheck>(
             return rollback(ctx, name, &intent, reason, siblings).await;
         }
         tracing::info!(stateful_set = name, pod, "pod rolled, healthy and soaked");
+        if let Some(next) = intent.after(ordinal)
+            && ctx.stop_requested()
+        {
+            // The partition stays where it is: the next run lowers it, from this intent.
+            let annotation = to_annotation(&next);
+            patch_stateful_set(ctx, name, |_| {
+                Ok(json!({"metadata": {"annotations": {INTENT_ANNOTATION: annotation}}}))
+            })
+            .await?;
+            let reason = format!(
+                "stop requested: {pod} rolled and soaked; {name} waits at ordinal {} with its intent for the next run",
+                ordinal - 1
+            );
+            event(ctx, name, EventType::Normal, "Interrupted", reason.clone()).await;
+            return Ok(RollResult::Interrupted(reason));
+        }
     }
     patch_stateful_set(ctx, name, |_| {
         Ok(json!({"metadata": {"annotations": {INTENT_ANNOTATION: null}}}))
@@ -549,7 +579,7 @@ async fn patch_stateful_set<S: SloCheck>(
 }
 
 /// Best effort: a lost event never stops a roll.
-async fn event<S: SloCheck>(
+pub(crate) async fn event<S: SloCheck>(
     ctx: &Context<S>,
     name: &str,
     type_: EventType,
