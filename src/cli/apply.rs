@@ -1,5 +1,6 @@
 //! `arak apply`: puts a Recommendation into effect on the control plane's StatefulSets and
-//! APF objects, or with `--dry-run` prints what would change and changes nothing.
+//! APF objects, or with `--dry-run` prints what would change and changes nothing. SIGTERM
+//! or Ctrl-C stops it after the pod being changed, as `arak run`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -7,10 +8,12 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use recommender::Recommendation;
+use tokio::sync::watch;
 use updater::{Outcome, ReadinessOnly};
 
 use super::Output;
 use super::cluster_access::{UpdaterArgs, client};
+use crate::controller::wait_for_signal;
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
@@ -69,7 +72,19 @@ async fn apply(args: ApplyArgs, recommendation: Recommendation) -> anyhow::Resul
     };
     let options = args.updater.options();
     let namespace = args.namespace.unwrap_or(default_namespace);
-    let ctx = updater::Context::new(management, tested, namespace, options, ReadinessOnly);
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::warn!(
+            "stop requested: stopping after the pod being changed; a second signal quits at once"
+        );
+        let _ = stop_tx.send(true);
+        // A person pressing Ctrl-C again means it: the intent annotation covers the rest.
+        wait_for_signal().await;
+        std::process::exit(130);
+    });
+    let ctx = updater::Context::new(management, tested, namespace, options, ReadinessOnly)
+        .with_stop(stop);
     if args.dry_run {
         let plan = updater::plan(&ctx, &recommendation).await?;
         match args.output {
@@ -84,8 +99,24 @@ async fn apply(args: ApplyArgs, recommendation: Recommendation) -> anyhow::Resul
         Output::Table => match &outcome {
             Outcome::Unchanged { plan } => print!("already in effect\n{}", plan.render()),
             Outcome::Applied { plan } => print!("applied\n{}", plan.render()),
-            Outcome::Rejected(_) => {}
+            Outcome::Rejected(_) | Outcome::Interrupted { .. } => {}
         },
+    }
+    if let Outcome::Interrupted {
+        unfinished, reason, ..
+    } = &outcome
+    {
+        bail!(
+            "interrupted: {reason}; {}",
+            if unfinished.is_empty() {
+                "nothing is left unfinished".to_owned()
+            } else {
+                format!(
+                    "StatefulSet(s) {} keep their intent: apply again to finish the change",
+                    unfinished.join(", ")
+                )
+            }
+        );
     }
     if let Outcome::Rejected(rejection) = outcome {
         bail!(

@@ -133,9 +133,10 @@ impl Context {
     }
 }
 
-/// Runs until SIGTERM or Ctrl-C: elects a leader, and as leader runs the rounds. A round in
-/// progress (an apply included) is finished before exiting, so a roll is never left halfway
-/// by a clean shutdown; the updater's intent annotation covers a killed process.
+/// Runs until SIGTERM or Ctrl-C: elects a leader, and as leader runs the rounds. A roll in
+/// progress is stopped after the pod being changed (finished and soaked, or rolled back):
+/// the rest keeps the updater's intent annotations, which the next leader's round finishes
+/// or undoes, as it does after a killed process. Then the lease is released.
 pub async fn run(
     management: Client,
     tested: Option<Client>,
@@ -155,7 +156,7 @@ pub async fn run(
     let (shutdown_tx, shutdown) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown requested: finishing the current round");
+        tracing::info!("shutdown requested: stopping after the pod being changed, if any");
         let _ = shutdown_tx.send(true);
     });
 
@@ -190,7 +191,8 @@ pub async fn run(
             namespace.clone(),
             options.updater,
             ReadinessOnly,
-        ),
+        )
+        .with_stop(shutdown.clone()),
         tunings: Api::namespaced(management, &namespace),
         tuning: options.tuning,
         prometheus_url: options.prometheus_url,
@@ -301,7 +303,7 @@ async fn keep_lease(
         }
     }
     // A leader keeps renewing while its last round finishes: the rounds loop checks for
-    // shutdown only between rounds, and an apply may run for minutes.
+    // shutdown only between rounds, and an apply stops only after its current pod's soak.
     while !renewed.is_closed() && renewed.borrow().is_some() {
         tokio::select! {
             _ = tokio::time::sleep(retry_period) => {}
@@ -323,7 +325,8 @@ async fn keep_lease(
     health.metrics.leader.set(0);
 }
 
-async fn wait_for_signal() {
+/// Returns at the first SIGTERM or Ctrl-C.
+pub(crate) async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -14,7 +14,7 @@ use recommender::calibrate::CalibrationMethod;
 use recommender::safety::Action;
 use recommender::snapshot::LoadSnapshot;
 use recommender::{Policy, Recommendation};
-use updater::Outcome;
+use updater::{Outcome, Recovery};
 
 use super::current::{self, Live};
 use super::status::{self, set_condition};
@@ -168,6 +168,13 @@ async fn round(
     if recommendation.action == Action::Hold {
         for reason in &recommendation.hold_reasons {
             ctx.health.metrics.hold(hold_category(reason));
+        }
+        // A change that an earlier leader left unfinished makes the live templates read as
+        // applied, so the round holds; it must still be finished or undone.
+        if spec.mode == Mode::Auto
+            && let Some(decided) = finish_unfinished(tuning, ctx, &recommendation, status).await?
+        {
+            return Ok(decided);
         }
         return Ok(Decided {
             action: "hold",
@@ -369,6 +376,25 @@ fn observe_model_error(
     }
 }
 
+/// Whether a change may start now: not while shutting down nor with a stale lease.
+fn may_change(ctx: &Context) -> Option<Decided> {
+    // A shutdown or a lost lease between the recommendation and here: leave it to the
+    // next leader rather than start a roll that may not be followed through.
+    if ctx.shutting_down() {
+        return Some(Decided {
+            action: "hold",
+            reason: "shutting down: not starting a change".into(),
+        });
+    }
+    if !ctx.is_leader() {
+        return Some(Decided {
+            action: "hold",
+            reason: "the lease was not renewed in time: not starting a change".into(),
+        });
+    }
+    None
+}
+
 async fn apply(
     tuning: &ControlPlaneTuning,
     ctx: &Context,
@@ -376,20 +402,8 @@ async fn apply(
     status: &mut ControlPlaneTuningStatus,
     would: &str,
 ) -> Result<Decided, Error> {
-    let generation = tuning.metadata.generation;
-    // A shutdown or a lost lease between the recommendation and here: leave it to the
-    // next leader rather than start a roll that may not be followed through.
-    if ctx.shutting_down() {
-        return Ok(Decided {
-            action: "hold",
-            reason: "shutting down: not starting a change".into(),
-        });
-    }
-    if !ctx.is_leader() {
-        return Ok(Decided {
-            action: "hold",
-            reason: "the lease was not renewed in time: not starting a change".into(),
-        });
+    if let Some(decided) = may_change(ctx) {
+        return Ok(decided);
     }
     set_condition(
         &mut status.conditions,
@@ -397,10 +411,114 @@ async fn apply(
         true,
         "Rolling",
         would,
-        generation,
+        tuning.metadata.generation,
     );
     status::write(&ctx.tunings, &ctx.tuning, status).await?;
     let outcome = updater::apply(&ctx.updater, recommendation).await;
+    record_outcome(tuning, ctx, status, would, outcome).await
+}
+
+/// Finishes (when `recommendation` still wants it) or rolls back a change that an earlier
+/// leader left with intent annotations; None when there is none.
+async fn finish_unfinished(
+    tuning: &ControlPlaneTuning,
+    ctx: &Context,
+    recommendation: &Recommendation,
+    status: &mut ControlPlaneTuningStatus,
+) -> Result<Option<Decided>, Error> {
+    let unfinished = updater::unfinished(&ctx.updater).await?;
+    if unfinished.is_empty() {
+        return Ok(None);
+    }
+    if let Some(decided) = may_change(ctx) {
+        return Ok(Some(decided));
+    }
+    let what = format!(
+        "the unfinished change of StatefulSet(s) {}",
+        unfinished.join(", ")
+    );
+    set_condition(
+        &mut status.conditions,
+        APPLYING,
+        true,
+        "Recovering",
+        format!("finishing or rolling back {what}"),
+        tuning.metadata.generation,
+    );
+    status::write(&ctx.tunings, &ctx.tuning, status).await?;
+    let outcome = match updater::recover(&ctx.updater, Some(recommendation)).await {
+        Ok(Recovery::Done {
+            finished,
+            rolled_back,
+        }) => {
+            let changes: Vec<String> = finished
+                .iter()
+                .map(|s| format!("StatefulSet {s}: finished"))
+                .chain(
+                    rolled_back
+                        .iter()
+                        .map(|s| format!("StatefulSet {s}: rolled back")),
+                )
+                .collect();
+            ctx.publish(
+                Event {
+                    type_: EventType::Normal,
+                    reason: "Recovered".into(),
+                    note: Some(truncate_note(&changes.join("; "))),
+                    action: "Recover".into(),
+                    secondary: None,
+                },
+                &tuning.object_ref(&()),
+            )
+            .await;
+            let reason = changes.join(", ");
+            set_condition(
+                &mut status.conditions,
+                APPLYING,
+                false,
+                "Done",
+                reason.clone(),
+                tuning.metadata.generation,
+            );
+            // Recorded as a change: the cooldown counts from here.
+            status.last_applied = Some(AppliedChange {
+                time: status::now_rfc3339(),
+                outcome: if finished.is_empty() {
+                    "RolledBack"
+                } else {
+                    "Applied"
+                }
+                .into(),
+                changes,
+                reason: None,
+            });
+            return Ok(Some(Decided {
+                action: "recovered",
+                reason,
+            }));
+        }
+        Ok(Recovery::Rejected(rejection)) => Ok(Outcome::Rejected(rejection)),
+        Ok(Recovery::Interrupted { unfinished, reason }) => Ok(Outcome::Interrupted {
+            plan: updater::Plan::default(),
+            unfinished,
+            reason,
+        }),
+        Err(error) => Err(error),
+    };
+    record_outcome(tuning, ctx, status, &what, outcome)
+        .await
+        .map(Some)
+}
+
+/// Status, event and metrics of what the updater did with `change`.
+async fn record_outcome(
+    tuning: &ControlPlaneTuning,
+    ctx: &Context,
+    status: &mut ControlPlaneTuningStatus,
+    change: &str,
+    outcome: Result<Outcome, updater::Error>,
+) -> Result<Decided, Error> {
+    let generation = tuning.metadata.generation;
     let reference = tuning.object_ref(&());
     let (decided, applied) = match outcome {
         Ok(Outcome::Unchanged { .. }) => (
@@ -427,7 +545,7 @@ async fn apply(
             (
                 Decided {
                     action: "applied",
-                    reason: would.to_owned(),
+                    reason: change.to_owned(),
                 },
                 Some(AppliedChange {
                     time: status::now_rfc3339(),
@@ -469,9 +587,34 @@ async fn apply(
                 Some(AppliedChange {
                     time: status::now_rfc3339(),
                     outcome: "RolledBack".into(),
-                    changes: vec![would.to_owned()],
+                    changes: vec![change.to_owned()],
                     reason: Some(reason),
                 }),
+            )
+        }
+        Ok(Outcome::Interrupted {
+            unfinished, reason, ..
+        }) => {
+            let reason = interrupted_reason(&unfinished, &reason);
+            tracing::warn!(%reason, "roll interrupted by shutdown");
+            ctx.publish(
+                Event {
+                    type_: EventType::Normal,
+                    reason: "Interrupted".into(),
+                    note: Some(truncate_note(&reason)),
+                    action: "Apply".into(),
+                    secondary: None,
+                },
+                &reference,
+            )
+            .await;
+            // Not recorded as a change: the next leader's round is to finish it at once.
+            (
+                Decided {
+                    action: "interrupted",
+                    reason,
+                },
+                None,
             )
         }
         Err(error) => {
@@ -498,15 +641,16 @@ async fn apply(
             return Err(error.into());
         }
     };
+    let condition_reason = match decided.action {
+        "rolled-back" => "RolledBack",
+        "interrupted" => "Interrupted",
+        _ => "Done",
+    };
     set_condition(
         &mut status.conditions,
         APPLYING,
         false,
-        if decided.action == "rolled-back" {
-            "RolledBack"
-        } else {
-            "Done"
-        },
+        condition_reason,
         decided.reason.clone(),
         generation,
     );
@@ -514,6 +658,20 @@ async fn apply(
         status.last_applied = applied;
     }
     Ok(decided)
+}
+
+/// The decision's reason for a roll stopped by shutdown: what stopped it and what the next
+/// leader is left to finish.
+fn interrupted_reason(unfinished: &[String], reason: &str) -> String {
+    let left = if unfinished.is_empty() {
+        "nothing is left unfinished".to_owned()
+    } else {
+        format!(
+            "left for the next leader: StatefulSet(s) {} keep their intent",
+            unfinished.join(", ")
+        )
+    };
+    format!("interrupted by shutdown ({reason}); {left}")
 }
 
 /// One line per knob that would change: `replica knob current -> recommended`.
@@ -601,6 +759,19 @@ mod tests {
             "missing-replica"
         );
         assert_eq!(hold_category("something new"), "other");
+    }
+
+    #[test]
+    fn an_interruption_says_what_the_next_leader_finishes() {
+        let reason = interrupted_reason(
+            &["apiserver-1".into(), "apiserver-2".into()],
+            "stop requested after StatefulSet apiserver-0",
+        );
+        assert_eq!(
+            reason,
+            "interrupted by shutdown (stop requested after StatefulSet apiserver-0); left for the next leader: StatefulSet(s) apiserver-1, apiserver-2 keep their intent"
+        );
+        assert!(interrupted_reason(&[], "stop requested").ends_with("nothing is left unfinished"));
     }
 
     #[test]
