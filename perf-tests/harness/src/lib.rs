@@ -135,6 +135,12 @@ impl fmt::Display for ComponentPid {
 impl Cluster {
     /// Starts a cluster on a free block of ports, or says why it cannot run here.
     pub fn up(options: &ClusterOptions) -> Result<Outcome, Error> {
+        Self::up_with_env(options, &[])
+    }
+
+    /// [`Cluster::up`] with extra environment for `perf-tests/cluster up` and the hosted
+    /// layer, e.g. `("ARAK_HOSTED_VARIANT", "static")`.
+    pub fn up_with_env(options: &ClusterOptions, env: &[(&str, &str)]) -> Result<Outcome, Error> {
         let perf_tests = perf_tests_dir();
         if let Some(reason) = missing_prerequisite(&perf_tests) {
             if harness_required() {
@@ -165,6 +171,7 @@ impl Cluster {
             if options.hosted {
                 up.arg("--hosted");
             }
+            up.envs(env.iter().copied());
             match run(up, "perf-tests/cluster up") {
                 Ok(_) => return Self::from_env(perf_tests, state_dir).map(Outcome::Ready),
                 Err(Error::Script { output, .. }) if output.contains("is in use") => continue,

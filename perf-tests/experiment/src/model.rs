@@ -1,0 +1,200 @@
+//! What one run records (`run-<n>-<config>-<rep>.json`) and the experiment's metadata
+//! (`experiment.json`): the files `report` reads back.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The three ways the tested control plane is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Config {
+    /// Kubernetes defaults on modest CPU (the `native` overlay).
+    Native,
+    /// Over-provisioned once (the `static` overlay).
+    Static,
+    /// The `native` overlay with `arak run` in Auto mode tuning it.
+    Arak,
+}
+
+impl Config {
+    pub const ALL: [Config; 3] = [Config::Native, Config::Static, Config::Arak];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Config::Native => "native",
+            Config::Static => "static",
+            Config::Arak => "arak",
+        }
+    }
+
+    /// The test-control-plane overlay the hosted layer starts with.
+    pub fn variant(self) -> &'static str {
+        match self {
+            Config::Native | Config::Arak => "native",
+            Config::Static => "static",
+        }
+    }
+}
+
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Config {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Config::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| format!("unknown configuration '{s}' (native, static or arak)"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Failed,
+}
+
+/// P50 and P99 of one request class over the stress window, seconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClassLatency {
+    pub p50_s: Option<f64>,
+    pub p99_s: Option<f64>,
+}
+
+/// The stress-test step profile and what the tested apiservers did under it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StressResult {
+    pub profile: String,
+    pub start_unix_s: f64,
+    pub end_unix_s: f64,
+    /// By class (`mutating`, `read`, `list`), from the apiservers' request-duration histograms.
+    pub classes: BTreeMap<String, ClassLatency>,
+    /// Share of the tested apiservers' requests answered 429, all clients.
+    pub rejected_share: Option<f64>,
+    /// Requests per second the apiservers answered over the window.
+    pub served_rps: Option<f64>,
+    /// The generator's own view: sent, throttled (429), P99 in ms.
+    pub client_sent: Option<f64>,
+    pub client_throttled: Option<f64>,
+    pub client_p99_ms: Option<f64>,
+    /// P99 per class over time: (seconds since the stress step began, seconds).
+    pub p99_series: BTreeMap<String, Vec<(f64, f64)>>,
+}
+
+/// One `stress-test density` run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DensityResult {
+    pub pods: u32,
+    pub ok: bool,
+    pub reason: Option<String>,
+    pub pod_startup_p50_s: Option<f64>,
+    pub pod_startup_p99_s: Option<f64>,
+    /// Pods scheduled per second.
+    pub throughput_p50: Option<f64>,
+    pub throughput_p99: Option<f64>,
+    pub throughput_max: Option<f64>,
+    pub elapsed_s: f64,
+}
+
+/// The control plane's settings at one moment: `<StatefulSet>/<knob>` → value (flags as
+/// numbers, `cpu` = the container's CPU limit, else its request, in cores).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SettingsSample {
+    /// Seconds since the run's stress step began (negative before it).
+    pub t_s: f64,
+    pub values: BTreeMap<String, f64>,
+}
+
+/// What `arak run` did in an `arak` run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ArakOutcome {
+    /// Whether a change was applied (the ControlPlaneTuning's status has `lastApplied`).
+    pub acted: bool,
+    pub last_applied: Option<serde_json::Value>,
+    pub conditions: Option<serde_json::Value>,
+    /// The last decisions from its log (one JSON line each).
+    pub last_decisions: Vec<String>,
+    /// Lines of its log at WARN or ERROR (at most a few dozen).
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub index: u32,
+    pub config: Config,
+    pub rep: u32,
+    pub status: Status,
+    pub reason: Option<String>,
+    pub started_unix_s: f64,
+    pub finished_unix_s: f64,
+    pub load_average_start: Option<[f64; 3]>,
+    pub load_average_end: Option<[f64; 3]>,
+    pub stress: Option<StressResult>,
+    pub density: Vec<DensityResult>,
+    pub density_note: Option<String>,
+    /// Core-seconds of the tested control plane (apiservers, controller-manager, scheduler,
+    /// etcd) from the start of the stress step to the end of the density steps.
+    pub cpu_core_seconds: Option<f64>,
+    pub cpu_by_job: BTreeMap<String, f64>,
+    /// Highest summed RSS of the tested apiservers, controller-manager and scheduler.
+    pub peak_rss_bytes: Option<f64>,
+    pub settings: Vec<SettingsSample>,
+    pub arak: Option<ArakOutcome>,
+    /// arak runs: how long after the warm-up arak took to finish its first changes.
+    #[serde(default)]
+    pub arak_settle_s: Option<f64>,
+}
+
+impl RunRecord {
+    pub fn new(index: u32, config: Config, rep: u32, started_unix_s: f64) -> RunRecord {
+        RunRecord {
+            index,
+            config,
+            rep,
+            status: Status::Failed,
+            reason: None,
+            started_unix_s,
+            finished_unix_s: started_unix_s,
+            load_average_start: None,
+            load_average_end: None,
+            stress: None,
+            density: Vec::new(),
+            density_note: None,
+            cpu_core_seconds: None,
+            cpu_by_job: BTreeMap::new(),
+            peak_rss_bytes: None,
+            settings: Vec::new(),
+            arak: None,
+            arak_settle_s: None,
+        }
+    }
+
+    pub fn file_name(&self) -> String {
+        format!("run-{:02}-{}-{}.json", self.index, self.config, self.rep)
+    }
+}
+
+/// The experiment as a whole: how it was started and on what.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Experiment {
+    pub started_utc: String,
+    pub command: String,
+    pub reps: u32,
+    pub configs: Vec<Config>,
+    pub stress_profile: String,
+    pub stress_command: String,
+    pub density_pods: Vec<u32>,
+    pub density_command: Option<String>,
+    pub arak_command: String,
+    pub arak_policy: serde_json::Value,
+    pub versions: BTreeMap<String, String>,
+    pub machine: BTreeMap<String, String>,
+}
