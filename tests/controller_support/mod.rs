@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::{Cluster, ClusterOptions, Outcome as Harness};
+use harness::{Cluster, ClusterOptions, ComponentPid, Outcome as Harness};
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -199,6 +200,12 @@ pub fn write_fetch_config(env: &Env) {
 /// The example policy for the hosted cluster's three apiservers, named by their scrape
 /// `instance`; no scheduler or controller-manager, no `current` (read live).
 pub fn hosted_policy(cluster: &Cluster) -> Value {
+    hosted_policy_for(cluster, 3)
+}
+
+/// [`hosted_policy`] for a control plane of `apiservers` replicas
+/// (`ARAK_HOSTED_APISERVERS`).
+pub fn hosted_policy_for(cluster: &Cluster, apiservers: usize) -> Value {
     let port = cluster
         .env_var("ARAK_TESTED_APISERVER_PORT")
         .expect("ARAK_TESTED_APISERVER_PORT");
@@ -208,7 +215,7 @@ pub fn hosted_policy(cluster: &Cluster) -> Value {
     map.remove("current");
     map.insert("schedulers".into(), json!([]));
     map.insert("controller_managers".into(), json!([]));
-    let apiservers: Vec<Value> = (0..3)
+    let apiservers: Vec<Value> = (0..apiservers)
         .map(|i| {
             json!({
                 "name": format!("127.0.1.{}:{port}", i + 1),
@@ -299,6 +306,55 @@ where
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// The process behind a hosted pod's container: the node agent names it
+/// `process://<pid>`; None until it runs.
+pub fn pod_process(pod: &Pod, container: &str) -> Option<ComponentPid> {
+    let status = pod
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|s| s.name == container)?;
+    status.state.as_ref()?.running.as_ref()?;
+    let pid: u32 = status
+        .container_id
+        .as_ref()?
+        .strip_prefix("process://")?
+        .parse()
+        .ok()?;
+    // Field 22 (start time) tells this process from a later one that reused the pid.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let start_time = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok();
+    Some(ComponentPid {
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        pid,
+        start_time,
+    })
+}
+
+/// A flag's value on a running process's command line (`--flag=v` or `--flag v`).
+pub fn process_flag(pid: u32, flag: &str) -> Option<String> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&str> = cmdline
+        .split(|b| *b == 0)
+        .filter_map(|arg| std::str::from_utf8(arg).ok())
+        .collect();
+    args.iter().enumerate().rev().find_map(|(i, arg)| {
+        match arg.strip_prefix(flag)?.strip_prefix('=') {
+            Some(value) => Some(value.to_owned()),
+            None if arg.len() == flag.len() => args.get(i + 1).map(|v| (*v).to_owned()),
+            None => None,
+        }
+    })
 }
 
 /// A plain HTTP/1.0 GET: status code and body.
