@@ -260,15 +260,18 @@ pub fn render(
     );
     let _ = writeln!(
         s,
-        "| run | configuration | rep | status | start (UTC) | duration (s) | load at start | load at end |"
+        "| run | configuration | rep | status | start (UTC) | duration (s) | load at start | load at end | highest 1-min load during the run |"
     );
-    let _ = writeln!(s, "| ---: | --- | ---: | --- | --- | ---: | --- | --- |");
+    let _ = writeln!(
+        s,
+        "| ---: | --- | ---: | --- | --- | ---: | --- | --- | ---: |"
+    );
     for r in records {
         let la =
             |l: Option<[f64; 3]>| l.map_or("–".into(), |l| format!("{} {} {}", l[0], l[1], l[2]));
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {:.0} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {} |",
             r.index,
             r.config,
             r.rep,
@@ -280,7 +283,12 @@ pub fn render(
             crate::utc_timestamp(r.started_unix_s),
             r.finished_unix_s - r.started_unix_s,
             la(r.load_average_start),
-            la(r.load_average_end)
+            la(r.load_average_end),
+            r.settings
+                .iter()
+                .filter_map(|x| x.values.get(crate::run::LOAD_KEY).copied())
+                .reduce(f64::max)
+                .map_or("–".into(), num)
         );
     }
     s

@@ -55,7 +55,7 @@ struct RunArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// The stress-test rate profile (stress-test's `--profile` syntax).
-    #[arg(long, default_value = "steps:100,300,600,900@30s")]
+    #[arg(long, default_value = "steps:100,200,300,400@30s")]
     stress_profile: String,
     /// Pod counts for `stress-test density`, one step each after the stress profile.
     #[arg(long, value_delimiter = ',', default_value = "100,300")]

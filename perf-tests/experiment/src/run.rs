@@ -681,6 +681,9 @@ fn policy(repo: &Path, env: &ClusterEnv) -> Result<Value> {
     Ok(policy)
 }
 
+/// The settings key of the machine's 1-minute load average.
+pub const LOAD_KEY: &str = "machine/load1";
+
 /// Settings samples taken while the run goes: (unix time, values).
 type Samples = Arc<Mutex<Vec<(f64, BTreeMap<String, f64>)>>>;
 
@@ -700,7 +703,12 @@ async fn poll_settings(kubectl: PathBuf, kubeconfig: PathBuf, namespace: String,
             && let Ok(json) = serde_json::from_str::<Value>(&text)
             && let Ok(mut samples) = into.lock()
         {
-            samples.push((now(), settings_of(&json)));
+            let mut values = settings_of(&json);
+            // The machine is shared: its load during the run belongs next to the results.
+            if let Some([one, _, _]) = load_average() {
+                values.insert(LOAD_KEY.into(), one);
+            }
+            samples.push((now(), values));
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
@@ -797,14 +805,14 @@ async fn versions(plan: &Plan) -> BTreeMap<String, String> {
         ),
         ("rustc".into(), "rustc".into(), vec!["--version"]),
         (
-            "git commit".into(),
+            "git describe (dirty: other work was uncommitted in the tree)".into(),
             "git".into(),
             vec![
                 "-C",
                 plan.repo.to_str().unwrap_or("."),
-                "rev-parse",
-                "--short",
-                "HEAD",
+                "describe",
+                "--always",
+                "--dirty",
             ],
         ),
     ];

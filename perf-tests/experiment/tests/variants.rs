@@ -73,43 +73,32 @@ fn tested_processes(state_dir: &Path) -> Vec<Process> {
     found
 }
 
-/// The CFS quota of the process's cgroup in cores (cgroup v1 `cpu` or v2 `cpu.max`);
-/// None when it has no quota or sits in the root cgroup.
+/// The CFS quota of the process's cgroup v1 `cpu` controller in cores (the node agent
+/// supports cgroup v1 only); None when it has no quota or sits in the root cgroup.
 fn cpu_quota_cores(pid: u32) -> Option<f64> {
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    for line in cgroups.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        if controllers.split(',').any(|c| c == "cpu") && path != "/" {
-            let dir = Path::new("/sys/fs/cgroup")
-                .join(controllers)
-                .join(path.trim_start_matches('/'));
-            let quota: f64 = std::fs::read_to_string(dir.join("cpu.cfs_quota_us"))
-                .ok()?
-                .trim()
-                .parse()
-                .ok()?;
-            let period: f64 = std::fs::read_to_string(dir.join("cpu.cfs_period_us"))
-                .ok()?
-                .trim()
-                .parse()
-                .ok()?;
-            return (quota > 0.0).then(|| quota / period);
-        }
-        if controllers.is_empty() && path != "/" {
-            let max = std::fs::read_to_string(
-                Path::new("/sys/fs/cgroup")
-                    .join(path.trim_start_matches('/'))
-                    .join("cpu.max"),
-            )
-            .ok()?;
-            let mut it = max.split_whitespace();
-            let quota: f64 = it.next()?.parse().ok()?;
-            let period: f64 = it.next()?.parse().ok()?;
-            return Some(quota / period);
-        }
+    let line = cgroups.lines().find(|line| {
+        line.split(':')
+            .nth(1)
+            .is_some_and(|c| c.split(',').any(|c| c == "cpu"))
+    })?;
+    let mut parts = line.splitn(3, ':');
+    let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+    if path == "/" {
+        return None;
     }
-    None
+    let dir = Path::new("/sys/fs/cgroup")
+        .join(controllers)
+        .join(path.trim_start_matches('/'));
+    let read = |name: &str| -> Option<f64> {
+        std::fs::read_to_string(dir.join(name))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let (quota, period) = (read("cpu.cfs_quota_us")?, read("cpu.cfs_period_us")?);
+    (quota > 0.0).then(|| quota / period)
 }
 
 /// hosted-up builds the node agent with cargo unless told where one is; a workspace build
