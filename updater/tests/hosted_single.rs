@@ -2,7 +2,8 @@
 //! `apiserver` StatefulSet of three replicas, rolled pod by pod through the partition.
 //! A new --max-requests-inflight reaches apiserver-2, -1, -0 in that order, never two down,
 //! and the partition ends back at 0; a flag kube-apiserver refuses is rolled back at the
-//! first pod while the two others keep their processes.
+//! first pod while the two others keep their processes; a stop requested while apiserver-2
+//! soaks ends the roll there, its intent kept, and the next apply finishes it.
 
 mod common;
 
@@ -17,7 +18,8 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use recommender::Recommendation;
-use updater::intent::INTENT_ANNOTATION;
+use tokio::sync::watch;
+use updater::intent::{INTENT_ANNOTATION, Step};
 use updater::{Context, Options, Outcome, PlanOptions, ReadinessOnly};
 
 const STATEFUL_SET: &str = "apiserver";
@@ -131,6 +133,79 @@ async fn cases() {
     }
     assert_settled(&statefulsets, 437).await;
     eprintln!("rollback: {:.1}s", step.elapsed().as_secs_f64());
+
+    let step = Instant::now();
+    let (stop_tx, stop) = watch::channel(false);
+    let stopping = Context::new(
+        ctx.management.clone(),
+        ctx.tested.clone(),
+        namespace.clone(),
+        Options {
+            soak: Duration::from_secs(8),
+            ..ctx.options.clone()
+        },
+        ReadinessOnly,
+    )
+    .with_stop(stop);
+    let before = processes(&pods, &PODS).await;
+    let rec = recommendation([443, 443, 443], START_MUTATING);
+    let apply = updater::apply(&stopping, &rec);
+    let soaking = async {
+        // apiserver-2 rolls first; once its new process is Ready its soak runs.
+        loop {
+            let pod = pods.get("apiserver-2").await.expect("pod");
+            if let Some(process) = common::pod_process(&pod)
+                && process != before["apiserver-2"]
+                && common::ready(&pod)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::pin!(apply);
+    let outcome = tokio::select! {
+        outcome = &mut apply => panic!("apply ended before apiserver-2 soaked: {outcome:?}"),
+        () = soaking => {
+            stop_tx.send(true).expect("apply listens");
+            apply.await.expect("apply")
+        }
+    };
+    let Outcome::Interrupted { unfinished, .. } = &outcome else {
+        panic!("a stop during the soak interrupts the roll: {outcome:?}")
+    };
+    assert_eq!(unfinished, &[STATEFUL_SET]);
+    let stopped = processes(&pods, &PODS).await;
+    assert_eq!(inflight_flag(stopped["apiserver-2"].pid), Some(443));
+    for pod in ["apiserver-0", "apiserver-1"] {
+        assert_eq!(
+            stopped[pod], before[pod],
+            "{pod} was not rolled after the stop"
+        );
+    }
+    let sts = statefulsets.get(STATEFUL_SET).await.expect("sts");
+    let intent = updater::intent::read(&sts)
+        .expect("a readable intent")
+        .expect("the intent is kept");
+    assert_eq!(intent.step, Step::Rolling { ordinal: 1 });
+    let partition = sts
+        .spec
+        .and_then(|s| s.update_strategy?.rolling_update?.partition);
+    assert_eq!(partition, Some(2), "no pod below apiserver-2 may roll");
+    // The next run with the same recommendation finishes from the intent, in its recovery:
+    // nothing is left for its own plan.
+    let outcome = updater::apply(&ctx, &rec).await.expect("apply");
+    assert!(matches!(outcome, Outcome::Unchanged { .. }), "{outcome:?}");
+    let finished = processes(&pods, &PODS).await;
+    assert_eq!(
+        finished["apiserver-2"], stopped["apiserver-2"],
+        "the pod rolled before the stop is not rolled again"
+    );
+    for pod in PODS {
+        assert_eq!(inflight_flag(finished[pod].pid), Some(443), "{pod}");
+    }
+    assert_settled(&statefulsets, 443).await;
+    eprintln!("stop and resume: {:.1}s", step.elapsed().as_secs_f64());
     eprintln!("whole test in {:.1}s", started.elapsed().as_secs_f64());
 }
 
