@@ -106,10 +106,12 @@ async fn case() {
             pod_process(&pods.get(POD).await.ok()?, CONTAINER)
         })
         .await;
+    // The calibration needs `min_samples` history points 15 s apart once Prometheus scrapes
+    // the apiserver: a minute or more after the cluster is up, about 70 s here.
     let light = watch
         .until(
             "rounds to hold with a calibrated model under light load",
-            Duration::from_secs(150),
+            Duration::from_secs(180),
             || async {
                 let status = status(&env).await?;
                 watch.no_apply(&status, "under light load").await;
