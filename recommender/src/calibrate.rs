@@ -165,11 +165,15 @@ fn fit_cpu(rows: &[[f64; 3]], policy: &CalibrationPolicy) -> ApiserverCalibratio
         notes.push("a class had no requests in the whole history".into());
     }
 
-    // One scale on the priors: needs only that requests were served at all.
+    // One scale on the priors: needs only that requests were served at all. The baseline is
+    // the policy's but never above the least CPU seen: an idle apiserver of a small control
+    // plane uses a few hundredths of a core, and a baseline above every sample would leave
+    // the requests no CPU, a scale of zero and nothing but the priors.
+    let least = rows.iter().map(|r| r[2]).fold(f64::INFINITY, f64::min);
     let (p_ro, p_mu, b0) = (
         policy.read_only.cpu_s,
         policy.mutating.cpu_s,
-        policy.baseline_cpu_cores,
+        policy.baseline_cpu_cores.min(least),
     );
     let work: f64 = rows.iter().map(|r| p_ro * r[0] + p_mu * r[1]).sum();
     let used: f64 = rows.iter().map(|r| (r[2] - b0).max(0.0)).sum();
@@ -434,6 +438,28 @@ mod tests {
         let thin = calibrate_apiserver(Some(&history(&rows[..3], None)), 4.0, &policy);
         assert_eq!(thin.method, CalibrationMethod::Priors);
         assert_eq!(thin.confidence, ConfidenceLevel::Low);
+    }
+
+    #[test]
+    fn an_idle_apiserver_below_the_policy_baseline_still_scales_the_priors() {
+        // A small apiserver under light load: 0.03–0.08 cores, all below the policy's 0.1.
+        let rows: Vec<_> = (0..20)
+            .map(|t| {
+                let ro = 2.0 + 0.5 * f64::from(t);
+                (ro, ro / 2.0, 0.02 + 0.003 * ro + 0.004 * ro / 2.0)
+            })
+            .collect();
+        let c = calibrate_apiserver(
+            Some(&history(&rows, None)),
+            0.25,
+            &CalibrationPolicy::default(),
+        );
+        assert_eq!(c.method, CalibrationMethod::ScaledPriors, "{c:?}");
+        assert!((c.baseline_cpu_cores - 0.03).abs() < 1e-9, "{c:?}");
+        assert!(
+            c.read_only.cpu_s > 0.001 && c.mutating.cpu_s > 0.001,
+            "{c:?}"
+        );
     }
 
     #[test]
