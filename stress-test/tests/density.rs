@@ -3,7 +3,7 @@
 //!
 //! One cluster serves every case, in order: 200 pods POSTed directly, checked against what the
 //! apiserver holds; 200 pods made by Deployments through kube-controller-manager, leaving
-//! nothing behind; a timeout too short for the pods fails with its exit code and names them.
+//! nothing behind; a namespace that existed before is used and kept; a timeout too short for the pods fails with its exit code and names them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -35,6 +35,7 @@ fn density_against_the_loopback_cluster() {
 
     direct_pods_match_the_apiserver(&cluster, &work);
     deployments_measure_and_leave_nothing(&cluster, &work);
+    an_existing_namespace_is_kept(&cluster);
     too_short_a_timeout_fails_naming_the_pods(&cluster);
 }
 
@@ -137,6 +138,47 @@ fn deployments_measure_and_leave_nothing(cluster: &Cluster, work: &Path) {
     assert_eq!(labelled_objects(cluster), 0, "the run left objects behind");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("none left"), "{stderr}");
+}
+
+/// `--namespace` of a namespace the run did not make: the pods go there, and cleanup removes
+/// the run's objects but not the namespace.
+fn an_existing_namespace_is_kept(cluster: &Cluster) {
+    kubectl(cluster, &["create", "namespace", "density-existing"]);
+    let out = run(
+        cluster.load_kubeconfig(),
+        &[
+            "density",
+            "--pods",
+            "20",
+            "--pods-per-deployment",
+            "7",
+            "--namespace",
+            "density-existing",
+        ],
+        Duration::from_secs(180),
+    );
+    assert_success(&out, "density --namespace");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    check_complete_report(&report, 20);
+    assert_eq!(report["namespace"], "density-existing");
+    assert_eq!(report["create_requests"]["objects"], 3);
+    kubectl(cluster, &["get", "namespace", "density-existing"]);
+    let left = kubectl(
+        cluster,
+        &[
+            "get",
+            "pods,deployments,replicasets",
+            "-n",
+            "density-existing",
+            "-o",
+            "name",
+        ],
+    );
+    assert!(
+        left.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&left.stdout)
+    );
 }
 
 /// 60 pods at 10/s cannot all exist within 2 s: exit code 7, the report says so, the error
