@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::erlang::{erlang_b_unchecked, erlang_c_from_b};
 use crate::error::{QueueModelError, Result, at_least_one, non_negative, positive};
 use crate::limited_queue::LimitedQueue;
+use crate::occupancy::Occupancy;
 
 /// The two queues kube-apiserver keeps for non-long-running requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -181,11 +182,16 @@ pub fn cpu_slowdown(cores: f64, cpu_load_cores: f64) -> f64 {
     ((1.0 + wait / (servers - offered)) / speed).max(1.0)
 }
 
-/// One request class solved as an M/M/c/K chain at a given CPU slowdown.
+/// One request class solved as an M/M/c/K chain at a given CPU slowdown; its rejections
+/// also from the processor-sharing occupancy, when that is attached.
 #[derive(Debug, Clone)]
 pub struct ClassModel {
     queue: LimitedQueue,
     service_s: f64,
+    arrival_rate: f64,
+    limits: ClassLimits,
+    /// Rejection by the processor-sharing occupancy, when known.
+    shared_rejection: Option<f64>,
 }
 
 impl ClassModel {
@@ -201,11 +207,31 @@ impl ClassModel {
                 capacity,
             ),
             service_s: phases.0 + phases.1,
+            arrival_rate: load.arrival_rate,
+            limits: *limits,
+            shared_rejection: None,
         }
     }
 
+    /// The same class with its rejections also taken from how many of its requests hold
+    /// slots when the cores are shared (see `occupancy`). The chain's constant stretch gives
+    /// the number in service a Poisson tail; the shared cores give it a geometric one, which
+    /// is what rejects near a limit below saturation. Each view misses what the other sees
+    /// (the chain: overload, where no stationary occupancy exists), so the larger counts.
+    pub fn with_occupancy(mut self, occupancy: Option<&mut Occupancy>) -> Self {
+        self.shared_rejection = occupancy.map(|o| {
+            // Arrivals over the rate at which every slot completes requests.
+            let drain = f64::from(self.limits.concurrency_limit) / self.service_s;
+            o.rejection(&self.limits, self.arrival_rate / drain)
+        });
+        self
+    }
+
+    /// P(429): the larger of the chain's and the shared-core occupancy's, when attached.
     pub fn rejection_probability(&self) -> f64 {
-        self.queue.rejection_probability()
+        let chain = self.queue.rejection_probability();
+        self.shared_rejection
+            .map_or(chain, |shared| shared.max(chain))
     }
 
     pub fn throughput(&self) -> f64 {
@@ -228,7 +254,7 @@ impl ClassModel {
     pub fn prediction(&self) -> ClassPrediction {
         ClassPrediction {
             throughput: self.queue.throughput(),
-            rejection_probability: self.queue.rejection_probability(),
+            rejection_probability: self.rejection_probability(),
             p_wait: self.queue.wait_probability(),
             mean_number: self.queue.mean_number(),
             mean_service_s: self.service_s,
@@ -268,7 +294,7 @@ impl ApiserverModel {
         let hi = load.offered_cpu_cores().min(setting.cores * (1.0 - 1e-9));
         let at_hi = solve_at(hi);
         if at_hi.accepts_all(hi) {
-            return Ok(at_hi);
+            return Ok(at_hi.sharing(load, setting.cores, hi));
         }
         // h(A) = accepted(A) − A falls from h(0) ≥ 0 to h(hi) < 0: find its root by false
         // position with the Illinois step, which converges in a handful of solves where
@@ -302,7 +328,19 @@ impl ApiserverModel {
                 break;
             }
         }
-        Ok(solve_at(root))
+        Ok(solve_at(root).sharing(load, setting.cores, root))
+    }
+
+    /// Both classes with their rejections also from the shared-core occupancy at `cpu_load`.
+    fn sharing(mut self, load: &ApiserverLoad, cores: f64, cpu_load: f64) -> Self {
+        let occupancy = |class: &ClassLoad| Occupancy::new(class, cores, cpu_load);
+        self.read_only = self
+            .read_only
+            .with_occupancy(occupancy(&load.read_only).as_mut());
+        self.mutating = self
+            .mutating
+            .with_occupancy(occupancy(&load.mutating).as_mut());
+        self
     }
 
     fn from_classes(
@@ -353,6 +391,8 @@ pub struct Evaluator {
     load: ApiserverLoad,
     /// foldhash: the std SipHash cost more than a solve's lookup saves.
     unsaturated: HashMap<(RequestClass, ClassLimits, u64), ClassModel, FixedState>,
+    /// Each class's shared-core occupancy at the offered load, by the cores' bits.
+    occupancies: HashMap<(RequestClass, u64), Option<Occupancy>, FixedState>,
 }
 
 impl Evaluator {
@@ -361,6 +401,7 @@ impl Evaluator {
         Ok(Self {
             load: *load,
             unsaturated: HashMap::default(),
+            occupancies: HashMap::default(),
         })
     }
 
@@ -369,8 +410,9 @@ impl Evaluator {
         let offered = self.load.offered_cpu_cores();
         if offered < setting.cores * (1.0 - 1e-9) {
             let x = cpu_slowdown(setting.cores, offered);
-            let read_only = self.class_at(RequestClass::ReadOnly, &setting.read_only, x);
-            let mutating = self.class_at(RequestClass::Mutating, &setting.mutating, x);
+            let at = (setting.cores, offered, x);
+            let read_only = self.class_at(RequestClass::ReadOnly, &setting.read_only, at);
+            let mutating = self.class_at(RequestClass::Mutating, &setting.mutating, at);
             let model = ApiserverModel::from_classes(&self.load, setting, read_only, mutating, x);
             if model.accepts_all(offered) {
                 return Ok(model);
@@ -379,12 +421,25 @@ impl Evaluator {
         ApiserverModel::new(&self.load, setting)
     }
 
-    fn class_at(&mut self, class: RequestClass, limits: &ClassLimits, x: f64) -> ClassModel {
+    /// A class below saturation at (cores, offered CPU load, slowdown x).
+    fn class_at(
+        &mut self,
+        class: RequestClass,
+        limits: &ClassLimits,
+        (cores, offered, x): (f64, f64, f64),
+    ) -> ClassModel {
         let load = self.load.class(class);
+        if let Some(model) = self.unsaturated.get(&(class, *limits, x.to_bits())) {
+            return model.clone();
+        }
+        let occupancy = self
+            .occupancies
+            .entry((class, cores.to_bits()))
+            .or_insert_with(|| Occupancy::new(load, cores, offered));
+        let model = ClassModel::new(load, limits, x).with_occupancy(occupancy.as_mut());
         self.unsaturated
-            .entry((class, *limits, x.to_bits()))
-            .or_insert_with(|| ClassModel::new(load, limits, x))
-            .clone()
+            .insert((class, *limits, x.to_bits()), model.clone());
+        model
     }
 }
 

@@ -12,6 +12,7 @@ mod error;
 mod limited_queue;
 pub mod mmc;
 pub mod mmck;
+pub mod occupancy;
 mod poisson;
 mod response_time;
 pub mod scheduler;

@@ -214,7 +214,7 @@ fn ln_erlang_b(servers: u32, a: f64) -> f64 {
     poisson::ln_pmf(c, a) - poisson::ln_lower(c, a)
 }
 
-fn log_add_exp(x: f64, y: f64) -> f64 {
+pub(crate) fn log_add_exp(x: f64, y: f64) -> f64 {
     let (hi, lo) = if x > y { (x, y) } else { (y, x) };
     if lo == f64::NEG_INFINITY {
         return hi;
