@@ -88,6 +88,12 @@ fn json_compares_the_three_policies_and_plots_are_written() {
     for other in [native, arak] {
         assert!(f(fixed, "apiserver_core_hours") > f(other, "apiserver_core_hours"));
     }
+    // arak does not take the clients' QPS away on quiet hours: the storm's pods start about
+    // as fast as under static (with the QPS cut to the quiet need they waited minutes).
+    assert!(
+        f(arak, "storm_pod_startup_p99_s") < 2.0 * f(fixed, "storm_pod_startup_p99_s"),
+        "{arak}"
+    );
     // 3 replicas × 8 cores × 24 h.
     assert!(
         (f(fixed, "apiserver_core_hours") - 576.0).abs() < 1e-6,

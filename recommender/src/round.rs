@@ -119,14 +119,14 @@ pub fn recommend(
     }
 
     let mut notes = Vec::new();
-    let sched = scheduler
+    let mut sched = scheduler
         .as_ref()
         .map(|s| plan_scheduler(s, policy, &cur, snapshot, &mut notes));
-    let cm = controller_manager
+    let mut cm = controller_manager
         .as_ref()
         .map(|s| plan_controller_manager(s, policy, &cur));
-    let client_qps = |current: bool| {
-        [&sched, &cm]
+    let client_qps = |sched: &Option<ClientPlan>, cm: &Option<ClientPlan>, current: bool| {
+        [sched, cm]
             .iter()
             .filter_map(|p| p.as_ref())
             .map(|p| {
@@ -138,7 +138,11 @@ pub fn recommend(
             })
             .sum::<f64>()
     };
-    let (qps_recommended, qps_current) = (client_qps(false), client_qps(true));
+    // What the clients need for their SLOs: the apiservers must be able to serve it.
+    let (qps_needed, qps_current) = (
+        client_qps(&sched, &cm, false),
+        client_qps(&sched, &cm, true),
+    );
 
     // Apiservers: split the planned load, size each replica.
     let shares = load_shares(policy, &per_replica);
@@ -164,6 +168,8 @@ pub fn recommend(
     let mut outcomes = Vec::new();
     let mut capacity = (0.0, 0.0);
     let mut violation = (0.0, 0.0);
+    // Mutating requests per second the recommended apiservers could take beyond their plan.
+    let mut room = 0.0;
     for (i, (placement, sample)) in policy.apiservers.iter().zip(&apiserver_samples).enumerate() {
         let (ro, mu, calibration) = &per_replica[i];
         let (ro_rps, mu_rps) = match policy.load_share {
@@ -179,7 +185,7 @@ pub fn recommend(
             calibration,
             &current,
             (ro_rps, mu_rps),
-            shares[i] * qps_recommended,
+            shares[i] * qps_needed,
         );
         let outcome = problem.solve()?;
         let recommended = describe(&problem, &outcome.best);
@@ -188,6 +194,7 @@ pub fn recommend(
         let predicted_current = describe(&problem, &now);
         capacity.0 += now.mutating_capacity_rps;
         capacity.1 += outcome.best.mutating_capacity_rps;
+        room += mutating_room(&problem, &outcome.best, mu_rps);
         violation.0 += now.total_violation();
         violation.1 += outcome.best.total_violation();
         apiservers.push(ApiserverRecommendation {
@@ -206,6 +213,20 @@ pub fn recommend(
         });
         outcomes.push(outcome);
     }
+
+    // Client QPS costs nothing until it is used, and a pod storm needs far more than a quiet
+    // hour: the clients get what they need plus the room the apiservers have, split in
+    // proportion to their needs. Only that room (the apiservers' protection) lowers a QPS.
+    for plan in [&mut sched, &mut cm].into_iter().flatten() {
+        let need = plan.recommended.client_qps;
+        let share = if qps_needed > 0.0 {
+            need / qps_needed
+        } else {
+            0.5
+        };
+        plan.allow_bursts(need + share * room, policy);
+    }
+    let qps_recommended = client_qps(&sched, &cm, false);
 
     let mut schedulers = Vec::new();
     let mut controller_managers = Vec::new();
@@ -286,7 +307,7 @@ pub fn recommend(
     let (action, hold_reasons) = decide(&situation, policy);
     if qps_recommended > capacity.1 {
         notes.push(format!(
-            "client QPS {qps_recommended:.0} exceeds the apiservers' mutating capacity {:.0}/s",
+            "client QPS {qps_recommended:.0} exceeds the apiservers' mutating capacity {:.0}/s: the apiservers cannot take a burst at the clients' full rate",
             capacity.1
         ));
     }
@@ -454,6 +475,36 @@ impl ClientPlan {
     }
 }
 
+impl ClientPlan {
+    /// Raises the recommended QPS (never below what the SLO needs) towards `allowed`, the
+    /// most the apiservers can take, within a step of the current value; lowers it only
+    /// when the current QPS is above `allowed`. A current QPS between half of that and all
+    /// of it stays, so the QPS does not follow every swing of the load.
+    fn allow_bursts(&mut self, allowed: f64, policy: &Policy) {
+        let b = client_bounds(policy, self.component);
+        let grid = step_box(self.current.client_qps, &b.client_qps, &policy.step_limits);
+        let need = self.recommended.client_qps;
+        let target = grid.floor(allowed).unwrap_or(grid.min).max(need);
+        let current = self.current.client_qps;
+        let qps = if (need..=target).contains(&current) && current >= target / 2.0 {
+            current
+        } else {
+            target
+        };
+        self.recommended.client_qps = qps;
+        self.recommended.client_burst = burst_for(policy, self.component, &self.current, qps);
+    }
+}
+
+/// Mutating requests per second a replica could take beyond its planned load: what its
+/// free CPU and its free mutating slots allow, whichever is less.
+fn mutating_room(problem: &ApiserverProblem, best: &Candidate, planned_rps: f64) -> f64 {
+    let free_cores = best.settings.cpu_cores * (1.0 - best.cpu_utilization);
+    let by_cpu = free_cores / problem.load.mutating.cpu_s;
+    let by_slots = best.mutating_capacity_rps - planned_rps;
+    by_cpu.min(by_slots).max(0.0)
+}
+
 fn client_bounds(policy: &Policy, component: Component) -> &ClientBounds {
     match component {
         Component::Scheduler => &policy.bounds.scheduler,
@@ -483,19 +534,29 @@ fn client_knobs(
             qps_grid.max
         ));
     }
+    ClientSettings {
+        client_qps,
+        client_burst: burst_for(policy, component, current, client_qps),
+        ..*current
+    }
+}
+
+/// The burst that goes with `client_qps`, on its grid within a step of the current one.
+fn burst_for(
+    policy: &Policy,
+    component: Component,
+    current: &ClientSettings,
+    client_qps: f64,
+) -> u32 {
+    let b = client_bounds(policy, component);
     let burst_grid = step_box(
         f64::from(current.client_burst),
         &b.client_burst,
         &policy.step_limits,
     );
-    let burst = burst_grid
+    burst_grid
         .ceil(client_qps * b.burst_per_qps)
-        .unwrap_or(burst_grid.max);
-    ClientSettings {
-        client_qps,
-        client_burst: burst as u32,
-        ..*current
-    }
+        .unwrap_or(burst_grid.max) as u32
 }
 
 /// How much more CPU the leader needs when its demand rises above what it did.

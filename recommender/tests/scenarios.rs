@@ -239,3 +239,46 @@ fn the_recorded_loopback_snapshot_replays() {
     assert_eq!(back, r);
     assert_eq!(recommend(&snap, &policy, &cur).unwrap(), r);
 }
+
+#[test]
+fn a_quiet_hour_keeps_client_qps_for_bursts() {
+    // Five pods a second need little QPS, but a storm needs much more: QPS costs nothing
+    // until used, so the quiet hour must not take it away while the apiservers have room.
+    let policy = uniform_policy();
+    let r = recommend(
+        &snapshot(&policy, 300.0, 60.0, CALM_SCHEDULER),
+        &policy,
+        &current(&policy, apiserver(2.0, 100, 50, 25), client(50.0)),
+    )
+    .unwrap();
+    for c in r.schedulers.iter().chain(&r.controller_managers) {
+        assert!(
+            c.recommended.client_qps >= c.current.client_qps,
+            "{}: {:?}",
+            c.target.name,
+            c.recommended
+        );
+    }
+    assert!(r.client_qps_total.unwrap() <= r.apiserver_mutating_capacity_rps.unwrap());
+    assert_meets_every_slo(&r);
+}
+
+#[test]
+fn client_qps_comes_down_only_to_protect_the_apiservers() {
+    // 2000 QPS per client on apiservers that can take a few hundred more writes a second.
+    let policy = uniform_policy();
+    let r = recommend(
+        &snapshot(&policy, 300.0, 60.0, CALM_SCHEDULER),
+        &policy,
+        &current(&policy, apiserver(2.0, 100, 50, 25), client(2000.0)),
+    )
+    .unwrap();
+    for c in r.schedulers.iter().chain(&r.controller_managers) {
+        assert!(
+            c.recommended.client_qps < c.current.client_qps,
+            "{}: {:?}",
+            c.target.name,
+            c.recommended
+        );
+    }
+}
