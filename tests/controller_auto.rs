@@ -3,8 +3,9 @@
 //!
 //! 1. light load, which the apiserver's 250m request carries easily: every round holds,
 //!    nothing is applied, the apiserver keeps its process;
-//! 2. the step up: arak raises the apiserver's CPU through the updater, records it in the
-//!    status and as an Event, and the running pod (and process) carry the new settings;
+//! 2. the step up: arak raises the apiserver's CPU through the updater (resized in place:
+//!    the inflight limits and APF queues are pinned), records it in the status and as an
+//!    Event, and the running pod carries the new request, its process never restarted;
 //! 3. the load stays at the higher level: arak holds round after round, applies nothing and
 //!    restarts nothing.
 //!
@@ -21,8 +22,8 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use controller_support::{
-    Env, Instance, block_on, create_tuning, hosted_policy_for, pod_process, process_flag, start,
-    status, use_workspace_node_agent,
+    Env, Instance, block_on, create_tuning, hosted_policy_for, http_get, pod_process, process_flag,
+    start, status, use_workspace_node_agent,
 };
 use harness::Cluster;
 use k8s_openapi::api::core::v1::Pod;
@@ -52,8 +53,8 @@ const PAST_COOLDOWN_ROUNDS: usize = 2;
 /// at most per apply, so a large step may take two (each raising it).
 const MAX_APPLIES: usize = 2;
 /// Seconds after an apply in which nothing changes: the 30 s window then still covers the
-/// roll, when the one apiserver restarted and served almost nothing. Without it arak acted
-/// on that dip (one run went 250m -> 500m -> 250m -> 500m under the same load).
+/// change itself. Without it, when the apply rolled the one apiserver, arak acted on the
+/// restart's dip in the load (one run went 250m -> 500m -> 250m -> 500m under the same load).
 const COOLDOWN_S: u32 = 60;
 /// Hold reasons of a model content with the running settings (the cooldown is not one).
 const CONTENT: [&str; 2] = ["the recommended settings are the current ones", "deadband"];
@@ -89,6 +90,16 @@ async fn case() {
         "min_confidence": "medium",
     });
     policy["bounds"]["apiserver"]["cpu_cores"] = json!({"min": 0.25, "max": 2, "step": 0.25});
+    // The inflight limits and the APF room stay as the template sets them (400, 200, and
+    // 128 queues × 50): changing a flag rolls the one apiserver, and the CPU its restart
+    // burns enters the next rounds' calibration as request cost (one run raised again to
+    // 750m under the same load, the model's P99 four times the observed). The test is about
+    // the CPU, which the updater resizes in place.
+    policy["bounds"]["apiserver"]["max_requests_inflight"] =
+        json!({"min": 400, "max": 400, "step": 10});
+    policy["bounds"]["apiserver"]["max_mutating_requests_inflight"] =
+        json!({"min": 200, "max": 200, "step": 5});
+    policy["bounds"]["apiserver"]["queue_length"] = json!({"min": 6400, "max": 6400, "step": 25});
     policy["forecast"]["horizon_s"] = json!(30);
     policy["calibration"]["min_samples"] = json!(4);
     policy["calibration"]["read_only"] = json!({"cpu_s": 0.0002, "non_cpu_s": 0.015});
@@ -106,6 +117,12 @@ async fn case() {
         env: &env,
         arak: &arak,
         load: &load_log,
+        prometheus_port: cluster
+            .prometheus_url()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok())
+            .expect("Prometheus on a loopback port"),
     };
 
     // Phase 1: light load.
@@ -271,9 +288,10 @@ async fn case() {
         );
     }
     eprintln!(
-        "content {:?} after the step: cpu {cpu}, rolled: {rolled}, predicted now: {}\napplies: {applies:#?}\nevents: {events:#?}",
+        "content {:?} after the step: cpu {cpu}, rolled: {rolled}, predicted now: {}\nmeasured:\n{}\napplies: {applies:#?}\nevents: {events:#?}",
         step.elapsed(),
         content["recommendation"]["replicas"][0]["predictedCurrent"],
+        watch.measured(),
     );
 
     // Phase 3: the load stays at the higher level.
@@ -334,6 +352,7 @@ struct Watch<'a> {
     env: &'a Env,
     arak: &'a Instance,
     load: &'a Path,
+    prometheus_port: u16,
 }
 
 impl Watch<'_> {
@@ -372,11 +391,38 @@ impl Watch<'_> {
             .map(|s| serde_json::to_string_pretty(&s).unwrap_or_default())
             .unwrap_or_else(|| "(no status)".into());
         format!(
-            "status:\n{status}\narak log (last 40 lines):\n{}\nstress-test:\n{}",
+            "status:\n{status}\nmeasured:\n{}\narak log (last 40 lines):\n{}\nstress-test:\n{}",
+            self.measured(),
             tail(&self.arak.log(), 40),
             tail(&std::fs::read_to_string(self.load).unwrap_or_default(), 20)
         )
     }
+
+    /// What the apiserver really used and served over the last window, against which the
+    /// status's predictions can be read.
+    fn measured(&self) -> String {
+        let measured: Vec<String> = [
+            "rate(process_cpu_seconds_total{job=\"tested-apiserver\"}[30s])",
+            "sum(rate(apiserver_request_total{job=\"tested-apiserver\"}[30s]))",
+        ]
+        .iter()
+        .map(|query| {
+            let path = format!("/api/v1/query?query={}", percent_encode(query));
+            format!("{query}: {}", http_get(self.prometheus_port, &path).1)
+        })
+        .collect();
+        measured.join("\n")
+    }
+}
+
+/// A PromQL query as a URL query value.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn tail(text: &str, lines: usize) -> String {
