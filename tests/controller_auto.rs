@@ -35,11 +35,12 @@ use serde_json::{Value, json};
 /// Requests per second of phase 1: well within 250m (about 2 ms of CPU per request of
 /// stress-test's default mix on this machine).
 const LIGHT_RPS: &str = "10";
-/// Requests per second of phases 2 and 3: about a third of a core on the one apiserver,
-/// clearly more than its 250m request and clearly less than the 85% of 500m (the most one
-/// apply may give, twice the CPU) the policy lets it use, so noise on this shared machine
-/// neither hides the step nor pushes a second raise; the generator costs a few hundredths.
-const HEAVY_RPS: &str = "100";
+/// Requests per second of phases 2 and 3: about 0.3 cores of requests on the one apiserver
+/// (0.24 cores measured at 100/s), well above the 85% of its 250m the policy lets it use and
+/// well below the 85% of 500m (the most one apply may give, twice the CPU), so noise on this
+/// shared machine neither hides the step nor pushes a second raise; the generator costs a
+/// few hundredths.
+const HEAVY_RPS: &str = "130";
 const TEMPLATE_CPU_CORES: f64 = 0.25;
 const POD: &str = "apiserver-0-0";
 const CONTAINER: &str = "kube-apiserver";
@@ -84,6 +85,9 @@ async fn case() {
     // control plane should wait for: a cooldown just past the window, and a forecast two
     // history steps ahead, as its load steps are a minute apart. Phase 3 counts only holds
     // in which the model itself is content, so the cooldown cannot hide a wish to change.
+    // The plan is the point forecast: with the upper quantile the step's own jump widens
+    // the interval for the whole 120 s history, and arak planned 1.3–1.7 times the load it
+    // had measured and raised again to 750m under the steady load in two of four runs.
     policy["safety"] = json!({
         "deadband_saving_share": 0.05,
         "cooldown_s": COOLDOWN_S,
@@ -101,6 +105,7 @@ async fn case() {
         json!({"min": 200, "max": 200, "step": 5});
     policy["bounds"]["apiserver"]["queue_length"] = json!({"min": 6400, "max": 6400, "step": 25});
     policy["forecast"]["horizon_s"] = json!(30);
+    policy["forecast"]["quantile"] = json!(0.5);
     policy["calibration"]["min_samples"] = json!(4);
     policy["calibration"]["read_only"] = json!({"cpu_s": 0.0002, "non_cpu_s": 0.015});
     policy["calibration"]["mutating"] = json!({"cpu_s": 0.0005, "non_cpu_s": 0.025});
