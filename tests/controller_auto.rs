@@ -95,10 +95,10 @@ async fn case() {
     });
     policy["bounds"]["apiserver"]["cpu_cores"] = json!({"min": 0.25, "max": 2, "step": 0.25});
     // The inflight limits and the APF room stay as the template sets them (400, 200, and
-    // 128 queues × 50): changing a flag rolls the one apiserver, and the CPU its restart
-    // burns enters the next rounds' calibration as request cost (one run raised again to
-    // 750m under the same load, the model's P99 four times the observed). The test is about
-    // the CPU, which the updater resizes in place.
+    // 128 queues × 50): changing a flag rolls the one apiserver, whose restart then sits in
+    // the next windows (the load dips, start-up CPU counts as request cost) and makes the
+    // hold in phase 3 depend on the search's choice of limits, which another change owns.
+    // The test is about the CPU, which the updater resizes in place.
     policy["bounds"]["apiserver"]["max_requests_inflight"] =
         json!({"min": 400, "max": 400, "step": 10});
     policy["bounds"]["apiserver"]["max_mutating_requests_inflight"] =
