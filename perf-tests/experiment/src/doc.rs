@@ -12,7 +12,13 @@ pub fn write(dir: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     let (experiment, records) = crate::report::load(dir)?;
     let svg_dir = out.parent().unwrap_or(Path::new("."));
     let mut written = crate::plots::write_all(&records, svg_dir)?;
-    let text = render(&experiment, &records, dir, &written, svg_dir);
+    let mut text = render(&experiment, &records, dir, &written, svg_dir);
+    // What the numbers cannot say by themselves (why arak lost or won) is written by a person
+    // after reading the logs, into notes.md of the results directory, and goes after the verdict.
+    if let Ok(notes) = std::fs::read_to_string(dir.join("notes.md")) {
+        let at = text.find("## Measures").unwrap_or(text.len());
+        text.insert_str(at, &format!("## Notes\n\n{}\n\n", notes.trim()));
+    }
     std::fs::write(out, text).map_err(Error::io(format!("writing {}", out.display())))?;
     written.push(out.to_owned());
     Ok(written)

@@ -91,7 +91,7 @@ pub async fn run(plan: Plan) -> Result<PathBuf> {
         density_pods: if density { plan.density_pods.clone() } else { vec![] },
         density_command: density.then(|| {
             format!(
-                "stress-test density --kubeconfig $ARAK_TESTED_LOAD_KUBECONFIG --pods N --timeout {} --report density-N.json",
+                "stress-test density --kubeconfig $ARAK_TESTED_LOAD_KUBECONFIG --pods N --namespace density-N --timeout {} --report density-N.json",
                 plan.density_timeout
             )
         }),
