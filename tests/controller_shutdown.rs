@@ -12,9 +12,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use controller_support::{
-    Env, block_on, create_tuning, hosted_policy, poll_for, start, status, use_workspace_node_agent,
+    Env, block_on, create_tuning, hosted_policy, pod_process, poll_for, process_flag, start,
+    status, use_workspace_node_agent,
 };
-use harness::Cluster;
+use harness::{Cluster, ComponentPid};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
@@ -255,30 +256,22 @@ impl Drop for Arak {
     }
 }
 
-/// A running kube-apiserver: its pid and start time (field 22 of `/proc/<pid>/stat`), which
-/// tells it from a later process that reused the pid.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Process {
-    pid: u32,
-    start_time: String,
-}
-
 /// Each StatefulSet's apiserver process, waiting until every pod is Ready.
-async fn processes(pods: &Api<Pod>) -> BTreeMap<String, Process> {
+async fn processes(pods: &Api<Pod>) -> BTreeMap<String, ComponentPid> {
     poll_for("every apiserver Ready", Duration::from_secs(180), || {
         processes_if_ready(pods)
     })
     .await
 }
 
-async fn processes_if_ready(pods: &Api<Pod>) -> Option<BTreeMap<String, Process>> {
+async fn processes_if_ready(pods: &Api<Pod>) -> Option<BTreeMap<String, ComponentPid>> {
     let mut found = BTreeMap::new();
     for sts in STATEFUL_SETS {
         let pod = pods.get_opt(&format!("{sts}-0")).await.ok()??;
         if !ready(&pod) {
             return None;
         }
-        found.insert(sts.to_owned(), process(&pod)?);
+        found.insert(sts.to_owned(), pod_process(&pod, CONTAINER)?);
     }
     Some(found)
 }
@@ -292,40 +285,9 @@ fn ready(pod: &Pod) -> bool {
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// The node agent names a container's process `process://<pid>`.
-fn process(pod: &Pod) -> Option<Process> {
-    let status = pod
-        .status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .iter()
-        .find(|s| s.name == CONTAINER)?;
-    status.state.as_ref()?.running.as_ref()?;
-    let pid: u32 = status
-        .container_id
-        .as_ref()?
-        .strip_prefix("process://")?
-        .parse()
-        .ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let start_time = stat
-        .rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .to_owned();
-    Some(Process { pid, start_time })
-}
-
 /// `--max-requests-inflight` on the process's command line.
 fn inflight(pid: u32) -> Option<u32> {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    cmdline
-        .split(|b| *b == 0)
-        .filter_map(|arg| std::str::from_utf8(arg).ok())
-        .find_map(|arg| arg.strip_prefix("--max-requests-inflight="))
-        .and_then(|v| v.parse().ok())
+    process_flag(pid, "--max-requests-inflight")?.parse().ok()
 }
 
 async fn has_intent(statefulsets: &Api<StatefulSet>, name: &str) -> bool {
