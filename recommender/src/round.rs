@@ -297,6 +297,7 @@ pub fn recommend(
         blocking: blocking_findings(snapshot),
         confidence,
         time_unix_s: snapshot.time_unix_s,
+        window_s: snapshot.window_s,
         last_change_unix_s: current.last_change_unix_s,
         current_violation: violation.0,
         recommended_violation: violation.1,

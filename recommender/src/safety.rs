@@ -38,6 +38,8 @@ pub struct Situation {
     pub blocking: Vec<String>,
     pub confidence: ConfidenceLevel,
     pub time_unix_s: f64,
+    /// Length of the window the snapshot's rates and percentiles cover, seconds.
+    pub window_s: f64,
     pub last_change_unix_s: Option<f64>,
     /// Summed violation of every constraint at the current and the recommended settings.
     pub current_violation: f64,
@@ -68,6 +70,15 @@ pub fn decide(s: &Situation, policy: &Policy) -> (Action, Vec<String>) {
             reasons.push(format!(
                 "cooldown: last change {since:.0} s ago, {:.0} s required",
                 policy.safety.cooldown_s
+            ));
+        }
+        // A window that reaches back before the change mixes the old settings with the
+        // restart's dip in load and its start-up CPU; acting on it flaps (seen: 250m -> 500m
+        // -> 250m under steady load). A second of slack absorbs scrape and clock jitter.
+        if since + 1.0 < s.window_s {
+            reasons.push(format!(
+                "settling: the {:.0} s window still covers the change made {since:.0} s ago",
+                s.window_s
             ));
         }
     }
@@ -108,6 +119,7 @@ mod tests {
             blocking: vec![],
             confidence: ConfidenceLevel::High,
             time_unix_s: 10_000.0,
+            window_s: 300.0,
             last_change_unix_s: Some(0.0),
             current_violation: 0.0,
             recommended_violation: 0.0,
@@ -122,10 +134,11 @@ mod tests {
         let p = Policy::from_yaml(EXAMPLE).unwrap();
         assert_eq!(decide(&situation(), &p).0, Action::Change);
         type Change = fn(&mut Situation);
-        let cases: [(Change, &str); 5] = [
+        let cases: [(Change, &str); 6] = [
             (|s| s.blocking.push("stale".into()), "not actionable"),
             (|s| s.confidence = ConfidenceLevel::Low, "confidence"),
             (|s| s.last_change_unix_s = Some(9_900.0), "cooldown"),
+            (|s| s.last_change_unix_s = Some(9_900.0), "settling"),
             (|s| s.recommended_cost = 9.9, "deadband"),
             (|s| s.changes = false, "current ones"),
         ];
