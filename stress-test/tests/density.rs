@@ -5,14 +5,15 @@
 //! apiserver holds; 200 pods made by Deployments through kube-controller-manager, leaving
 //! nothing behind; a namespace that existed before is used and kept; a timeout too short for the pods fails with its exit code and names them.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
+mod common;
+
+use common::{assert_success, kubectl, read_json, run, tempdir};
 use harness::{Cluster, ClusterOptions, Outcome};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_stress-test");
 const NODES: u32 = 20;
 /// The documented exit code of a density run whose pods were not all Running in time.
 const EXIT_TIMEOUT: i32 = 7;
@@ -264,82 +265,6 @@ fn check_complete_report(r: &Value, pods: u64) {
     );
 }
 
-fn tempdir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stress-test-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn run(kubeconfig: &Path, args: &[&str], timeout: Duration) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    // Output is read as it comes, so a full pipe never stalls the child.
-    fn drain<R: std::io::Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut buf);
-            }
-            buf
-        })
-    }
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("stress-test (pid {pid}) did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
-}
-
-fn assert_success(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("reading the report {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
-}
-
-fn kubectl(cluster: &Cluster, args: &[&str]) -> Output {
-    let out = Command::new(cluster.tools_bin().join("kubectl"))
-        .arg("--kubeconfig")
-        .arg(cluster.admin_kubeconfig())
-        .args(args)
-        .output()
-        .unwrap();
-    assert_success(&out, &format!("kubectl {}", args.join(" ")));
-    out
-}
-
-/// Objects of the kinds a density run creates that carry the stress-test label, as the admin
-/// sees them.
 fn labelled_objects(cluster: &Cluster) -> usize {
     let out = kubectl(
         cluster,
