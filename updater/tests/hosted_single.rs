@@ -151,10 +151,13 @@ async fn cases() {
     let rec = recommendation([443, 443, 443], START_MUTATING);
     let apply = updater::apply(&stopping, &rec);
     let soaking = async {
-        // apiserver-2 rolls first; once its new process is Ready its soak runs.
+        // apiserver-2 rolls first; once its new process is Ready its soak runs. The
+        // StatefulSet controller deletes the pod before it creates the new one, so for a
+        // moment there is no apiserver-2 at all.
         loop {
-            let pod = pods.get("apiserver-2").await.expect("pod");
-            if let Some(process) = common::pod_process(&pod)
+            let pod = pods.get_opt("apiserver-2").await.expect("pod");
+            if let Some(pod) = pod
+                && let Some(process) = common::pod_process(&pod)
                 && process != before["apiserver-2"]
                 && common::ready(&pod)
             {
