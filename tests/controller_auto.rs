@@ -95,7 +95,7 @@ async fn case() {
     });
     policy["bounds"]["apiserver"]["cpu_cores"] = json!({"min": 0.25, "max": 2, "step": 0.25});
     // The inflight limits and the APF room stay as the template sets them (400, 200, and
-    // 128 queues × 50): changing a flag rolls the one apiserver, whose restart then sits in
+    // a hand of 6 queues × 50): changing a flag rolls the one apiserver, whose restart then sits in
     // the next windows (the load dips, start-up CPU counts as request cost) and makes the
     // hold in phase 3 depend on the search's choice of limits, which another change owns.
     // The test is about the CPU, which the updater resizes in place.
@@ -103,7 +103,7 @@ async fn case() {
         json!({"min": 400, "max": 400, "step": 10});
     policy["bounds"]["apiserver"]["max_mutating_requests_inflight"] =
         json!({"min": 200, "max": 200, "step": 5});
-    policy["bounds"]["apiserver"]["queue_length"] = json!({"min": 6400, "max": 6400, "step": 25});
+    policy["bounds"]["apiserver"]["queue_length"] = json!({"min": 300, "max": 300, "step": 25});
     policy["forecast"]["horizon_s"] = json!(30);
     policy["forecast"]["quantile"] = json!(0.5);
     policy["calibration"]["min_samples"] = json!(4);

@@ -179,8 +179,8 @@ fn policy(cluster: &Cluster) -> serde_json::Value {
         "memory_bytes": {"min": 536_870_912_u64, "max": 536_870_912_u64, "step": 268_435_456_u64},
         "max_requests_inflight": {"min": TARGET_INFLIGHT, "max": TARGET_INFLIGHT, "step": 10},
         "max_mutating_requests_inflight": {"min": 200, "max": 200, "step": 5},
-        // global-default's 128 queues of 50, as the cluster runs them.
-        "queue_length": {"min": 6400, "max": 6400, "step": 25},
+        // global-default's hand of 6 queues of 50, as the cluster runs it.
+        "queue_length": {"min": 300, "max": 300, "step": 25},
     });
     policy
 }

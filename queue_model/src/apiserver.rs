@@ -47,7 +47,8 @@ pub struct ClassLoad {
 pub struct ClassLimits {
     /// Requests executing at once (`--max-requests-inflight` or APF seats).
     pub concurrency_limit: u32,
-    /// Requests allowed to wait (APF queues × queue length); 0 rejects at the limit.
+    /// Requests allowed to wait (one flow's APF hand size × queue length); 0 rejects at
+    /// the limit.
     pub queue_length: u32,
 }
 

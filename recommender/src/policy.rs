@@ -123,6 +123,8 @@ pub struct ApiserverBounds {
     pub memory_bytes: KnobRange,
     pub max_requests_inflight: KnobRange,
     pub max_mutating_requests_inflight: KnobRange,
+    /// One flow's waiting room per class in the sized APF levels: hand size × queue length
+    /// limit (Kubernetes' defaults give 6 × 50 = 300).
     pub queue_length: KnobRange,
 }
 
@@ -586,6 +588,12 @@ impl KnobRange {
         Some(self.at(k).min(self.max))
     }
 
+    /// The grid point nearest `value`, on the grid's line even outside `[min, max]`: a
+    /// setting the bounds exclude stays visibly out of bounds.
+    pub fn nearest(&self, value: f64) -> f64 {
+        self.at(((value - self.min) / self.step).round())
+    }
+
     /// The same grid restricted to `[lo, hi]`, or `None` if no grid point lies inside.
     pub fn within(&self, lo: f64, hi: f64) -> Option<KnobRange> {
         let min = self.ceil(lo.max(self.min))?;
@@ -689,7 +697,7 @@ mod tests {
         assert_eq!(field_of(e), "slo.mutating_p99_s");
 
         let mut p = Policy::from_yaml(EXAMPLE).unwrap();
-        p.bounds.apiserver.queue_length.min = 500.0;
+        p.bounds.apiserver.queue_length.min = 1500.0;
         assert_eq!(
             field_of(p.validate().unwrap_err()),
             "bounds.apiserver.queue_length.min"
@@ -721,5 +729,8 @@ mod tests {
         assert_eq!(r.floor(1.1), Some(1.0));
         assert_eq!(r.floor(0.1), None);
         assert_eq!(r.within(1.1, 2.0).unwrap().values().count(), 4);
+        assert_eq!(r.nearest(1.1), 1.0);
+        assert_eq!(r.nearest(1.2), 1.25);
+        assert_eq!(r.nearest(9.1), 9.0, "past max stays past max");
     }
 }

@@ -16,7 +16,8 @@ pub struct ApiserverSettings {
     pub max_requests_inflight: u32,
     /// `--max-mutating-requests-inflight`.
     pub max_mutating_requests_inflight: u32,
-    /// APF room for waiting requests per class (queues × queue length).
+    /// APF room for one flow's waiting requests per class: the level's hand size × its
+    /// queue length limit (a flow only ever queues in the queues of its hand).
     pub queue_length: u32,
 }
 

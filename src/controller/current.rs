@@ -33,10 +33,15 @@ pub fn read(
     live: &Live,
     last_change_unix_s: Option<f64>,
 ) -> Result<CurrentSettings, String> {
+    let grid = &policy.bounds.apiserver.queue_length;
     let queue_length = queue_length(live)
+        // The updater can only write whole queue length limits, so the room it leaves is a
+        // multiple of the hand size and seldom a grid point; read as the nearest grid point,
+        // what it wrote reads back as what was recommended and the next round can hold.
+        .map(|room| grid.nearest(f64::from(room)) as u32)
         // Without the tuned cluster's APF objects the queue length is not arak's to change;
         // the bound's minimum keeps the model conservative about waiting room.
-        .unwrap_or(policy.bounds.apiserver.queue_length.min as u32);
+        .unwrap_or(grid.min as u32);
     let mut current = CurrentSettings {
         last_change_unix_s,
         ..CurrentSettings::default()
@@ -176,7 +181,9 @@ fn cpu_and_memory(
     Ok((cpu, memory))
 }
 
-/// Room for waiting requests (queues × queue length) of the largest sized level.
+/// Room for one flow's waiting requests in the largest sized level: APF deals each flow a
+/// hand of queues and rejects when the shortest of them is full, so a flow that overloads
+/// the apiserver alone can fill hand size × queue length limit, not every queue.
 fn queue_length(live: &Live) -> Option<u32> {
     live.priority_levels?
         .iter()
@@ -196,7 +203,8 @@ fn queue_length(live: &Live) -> Option<u32> {
                 .as_ref()?
                 .queuing
                 .as_ref()?;
-            let room = i64::from(queuing.queues.unwrap_or(64))
+            // The API's defaults for fields left unset.
+            let room = i64::from(queuing.hand_size.unwrap_or(8))
                 * i64::from(queuing.queue_length_limit.unwrap_or(50));
             u32::try_from(room).ok()
         })
@@ -262,7 +270,7 @@ mod tests {
         let level: PriorityLevelConfiguration = serde_json::from_value(json!({
             "metadata": {"name": "global-default"},
             "spec": {"type": "Limited", "limited": {"limitResponse": {"type": "Queue",
-                "queuing": {"queues": 4, "queueLengthLimit": 25, "handSize": 2}}}},
+                "queuing": {"queues": 128, "queueLengthLimit": 30, "handSize": 6}}}},
         }))
         .unwrap();
         let levels = [level];
@@ -280,7 +288,8 @@ mod tests {
         );
         assert_eq!(a0.max_requests_inflight, 600);
         assert_eq!(a0.max_mutating_requests_inflight, 200);
-        assert_eq!(a0.queue_length, 100);
+        // 6 × 30 = 180, read as the nearest grid point of the policy's 25-request steps.
+        assert_eq!(a0.queue_length, 175);
         assert_eq!(current.apiservers["apiserver-1"].cpu_cores, 1.5);
         let s = current.schedulers["scheduler-0"];
         assert_eq!(

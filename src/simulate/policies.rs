@@ -51,7 +51,7 @@ pub fn initial_settings(kind: PolicyKind, policy: &Policy) -> Settings {
                     memory_bytes: 8.0 * GIB,
                     max_requests_inflight: 400,
                     max_mutating_requests_inflight: 200,
-                    queue_length: 50,
+                    queue_length: 300,
                 })
                 .collect(),
             scheduler: client(1.0, 50.0, 100),
@@ -66,7 +66,7 @@ pub fn initial_settings(kind: PolicyKind, policy: &Policy) -> Settings {
                     memory_bytes: p.node_allocatable.memory_bytes,
                     max_requests_inflight: 2000,
                     max_mutating_requests_inflight: 1000,
-                    queue_length: 50,
+                    queue_length: 300,
                 })
                 .collect(),
             scheduler: client(2.0, 200.0, 400),

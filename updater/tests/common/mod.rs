@@ -19,8 +19,8 @@ pub const INFLIGHT_FLAG: &str = "--max-requests-inflight=";
 /// What hosted-up starts the apiservers with.
 pub const START_INFLIGHT: u32 = 400;
 pub const START_MUTATING: u32 = 200;
-/// global-default has 128 queues of 50: 6400 is the room it has now.
-pub const START_ROOM: u32 = 6400;
+/// global-default deals each flow a hand of 6 queues of 50: 300 is one flow's room now.
+pub const START_ROOM: u32 = 300;
 pub const WAIT: Duration = Duration::from_secs(180);
 
 /// hosted-up runs the workspace's node-agent build when there is one (`cargo build -p
