@@ -305,6 +305,16 @@ pub async fn apply<S: SloCheck>(
                 }
             }
         }
+        if let Some(change) = &sts_plan.template_resources {
+            match roll::record_template_resources(ctx, sts_plan, change, &siblings).await? {
+                RollResult::Done => {}
+                RollResult::RolledBack(reason) => return Ok(rejected(reason)),
+                RollResult::Interrupted(reason) => {
+                    let unfinished = vec![sts_plan.stateful_set.clone()];
+                    return interrupt(ctx, &plan, index + 1, unfinished, reason).await;
+                }
+            }
+        }
         if let Some(change) = &sts_plan.roll {
             match roll::roll(ctx, sts_plan, change, &siblings).await? {
                 RollResult::Done => {}

@@ -135,13 +135,16 @@ pub struct StatefulSetPlan {
     pub changes: Vec<KnobChange>,
     pub resizes: Vec<PodResize>,
     pub roll: Option<Roll>,
+    /// Resources that reach the pods in place and are then written into the pod template
+    /// without a roll, so that a pod recreated later (eviction, node loss) keeps them.
+    pub template_resources: Option<Roll>,
 }
 
 /// A PriorityLevelConfiguration's queue length limit, shared by every apiserver replica.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LevelChange {
     pub name: String,
-    pub queues: i32,
+    pub hand_size: i32,
     pub from_queue_length_limit: i32,
     pub to_queue_length_limit: i32,
 }
@@ -283,8 +286,8 @@ pub fn plan(
             .push(d);
     }
     for replicas in groups.into_values() {
-        let sts_plan = plan_stateful_set(&replicas, live)?;
-        if sts_plan.changes.is_empty() {
+        let sts_plan = plan_stateful_set(&replicas, live, &mut plan.notes)?;
+        if sts_plan.changes.is_empty() && sts_plan.template_resources.is_none() {
             plan.unchanged
                 .extend(replicas.iter().map(|d| d.target.name.clone()));
         } else {
@@ -306,7 +309,11 @@ pub fn plan(
     Ok(plan)
 }
 
-fn plan_stateful_set(replicas: &[Desired], live: &LiveState) -> Result<StatefulSetPlan> {
+fn plan_stateful_set(
+    replicas: &[Desired],
+    live: &LiveState,
+    notes: &mut Vec<String>,
+) -> Result<StatefulSetPlan> {
     let first = &replicas[0];
     let sts_name = &first.target.stateful_set;
     let container_name = &first.target.container;
@@ -437,6 +444,22 @@ fn plan_stateful_set(replicas: &[Desired], live: &LiveState) -> Result<StatefulS
         || (!resizes.is_empty() && !resize_possible)
         || (template_resources_change && !resize_possible);
     let mut roll = None;
+    let mut template_resources = None;
+    if !rolls && template_resources_change {
+        // Every pod has, or is about to get in place, the resources the template lacks.
+        let target = roll_targets[0].clone();
+        if roll_targets.iter().all(|t| *t == target) && replicas.len() as i32 >= replica_count {
+            template_resources = Some(Roll {
+                previous: previous.clone(),
+                target,
+            });
+        } else {
+            notes.push(format!(
+                "StatefulSet {sts_name}: its pods are resized in place to different resources; \
+                 its pod template keeps the old ones, which a recreated pod gets back"
+            ));
+        }
+    }
     if rolls {
         let target = roll_targets[0].clone();
         // A pod template carries one setting for every pod of the StatefulSet.
@@ -467,6 +490,7 @@ fn plan_stateful_set(replicas: &[Desired], live: &LiveState) -> Result<StatefulS
         changes,
         resizes,
         roll,
+        template_resources,
     })
 }
 
@@ -697,16 +721,19 @@ fn plan_apf(
             ));
             continue;
         };
-        let queues = queuing.queues.unwrap_or(64).max(1);
+        // The API's defaults for fields left unset.
+        let hand_size = queuing.hand_size.unwrap_or(8).max(1);
         let current = queuing.queue_length_limit.unwrap_or(50);
-        // `queue_length` is the room per class, spread over the level's queues.
-        let wanted = i32::try_from((i64::from(room) + i64::from(queues) - 1) / i64::from(queues))
-            .unwrap_or(i32::MAX)
-            .max(1);
+        // `queue_length` is one flow's room per class, and a flow queues only in the queues
+        // of its hand: spread over those, rounded up so the room is never less.
+        let wanted =
+            i32::try_from((i64::from(room) + i64::from(hand_size) - 1) / i64::from(hand_size))
+                .unwrap_or(i32::MAX)
+                .max(1);
         if wanted != current {
             plan.apf.push(LevelChange {
                 name: name.clone(),
-                queues,
+                hand_size,
                 from_queue_length_limit: current,
                 to_queue_length_limit: wanted,
             });
@@ -730,11 +757,11 @@ impl Plan {
             for level in &self.apf {
                 let _ = writeln!(
                     out,
-                    "  PriorityLevelConfiguration {}: queueLengthLimit {} -> {} ({} queues)",
+                    "  PriorityLevelConfiguration {}: queueLengthLimit {} -> {} (hand size {})",
                     level.name,
                     level.from_queue_length_limit,
                     level.to_queue_length_limit,
-                    level.queues
+                    level.hand_size
                 );
             }
         }
@@ -745,7 +772,15 @@ impl Plan {
                 }
                 (Some(_), _) => "roll its pod".to_owned(),
                 (None, false) => "resize in place, no restart".to_owned(),
+                (None, true) if sts.template_resources.is_some() => {
+                    "the pods run the resources already".to_owned()
+                }
                 (None, true) => "no change".to_owned(),
+            };
+            let how = if sts.template_resources.is_some() {
+                format!("{how}; then record them in the pod template, no restart")
+            } else {
+                how
             };
             let _ = writeln!(
                 out,
@@ -1007,6 +1042,27 @@ mod tests {
             "500m"
         );
         assert_eq!(sts.changes[0].path, ChangePath::InPlaceResize);
+        // The template follows the pods, so a recreated pod keeps the new CPU.
+        let recorded = sts.template_resources.as_ref().expect("template follows");
+        assert_eq!(
+            recorded.target.container.resources,
+            Some(sts.resizes[0].target.clone())
+        );
+        assert_eq!(
+            recorded.target.container.command_line,
+            recorded.previous.container.command_line
+        );
+
+        // A pod resized earlier while the template kept the old CPU: nothing to resize, but
+        // the template is still brought in line.
+        let mut resized = state.clone();
+        resized.pods[0].spec.as_mut().unwrap().containers[0].resources =
+            Some(sts.resizes[0].target.clone());
+        let planned = plan(&rec, &resized, &options()).unwrap();
+        let sts = &planned.stateful_sets[0];
+        assert!(sts.changes.is_empty() && sts.resizes.is_empty() && sts.roll.is_none());
+        assert!(sts.template_resources.is_some(), "{}", planned.render());
+        assert!(planned.render().contains("record them in the pod template"));
 
         let old_cluster = LiveState {
             resize_supported: false,
@@ -1015,6 +1071,7 @@ mod tests {
         let planned = plan(&rec, &old_cluster, &options()).unwrap();
         assert!(planned.stateful_sets[0].roll.is_some());
         assert!(planned.stateful_sets[0].resizes.is_empty());
+        assert!(planned.stateful_sets[0].template_resources.is_none());
 
         let mut restart = apiserver_container(400);
         restart["resizePolicy"] =
@@ -1209,7 +1266,7 @@ mod tests {
     }
 
     #[test]
-    fn queue_length_is_spread_over_the_level_queues() {
+    fn queue_length_is_spread_over_a_flows_hand_of_queues() {
         let mut state = live(vec![statefulset(
             "apiserver-0",
             1,
@@ -1230,27 +1287,29 @@ mod tests {
                 vec![],
             )
         };
+        // 6 × 50: the level as it is.
         assert!(
-            plan(&with_room(6400), &state, &options())
+            plan(&with_room(300), &state, &options())
                 .unwrap()
                 .is_empty()
         );
-        let planned = plan(&with_room(7680), &state, &options()).unwrap();
+        // 175 / 6 rounds up: never less room than recommended.
+        let planned = plan(&with_room(175), &state, &options()).unwrap();
         assert!(planned.stateful_sets.is_empty());
         assert_eq!(
             planned.apf,
             vec![LevelChange {
                 name: "global-default".into(),
-                queues: 128,
+                hand_size: 6,
                 from_queue_length_limit: 50,
-                to_queue_length_limit: 60
+                to_queue_length_limit: 30
             }]
         );
         let no_tested = LiveState {
             priority_levels: None,
             ..state
         };
-        let planned = plan(&with_room(7680), &no_tested, &options()).unwrap();
+        let planned = plan(&with_room(175), &no_tested, &options()).unwrap();
         assert!(
             planned.apf.is_empty()
                 && planned

@@ -5,19 +5,21 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, ResourceRequirements};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource};
 use serde_json::{Value, json};
 
-use crate::Context;
 use crate::error::{Error, Result};
-use crate::health::{SloCheck, SloTarget, container_failure, pod_ready, pod_revision};
+use crate::health::{
+    REVISION_LABEL, SloCheck, SloTarget, container_failure, pod_ready, pod_revision,
+};
 use crate::intent::{INTENT_ANNOTATION, Intent, Step, to_annotation};
 use crate::plan::{
     CONFIG_HASH_ANNOTATION, Component, ConfigFile, Roll, RollTarget, StatefulSetPlan,
 };
+use crate::{Context, quantity};
 
 /// How a roll ended when it did not fail outright.
 #[derive(Debug)]
@@ -88,6 +90,125 @@ pub(crate) async fn stage<S: SloCheck>(
     })
     .await?;
     Ok((intent, replicas))
+}
+
+/// Writes resources the pods already run, resized in place, into the pod template without
+/// restarting a pod. Staged with the partition above every ordinal, the template makes a new
+/// revision that the controller applies to no pod; each pod, checked to run those
+/// resources, is then labelled with that revision as if rolled to it, and the partition goes
+/// back to 0 with nothing left to roll. A pod that does not run them (recreated meanwhile)
+/// is rolled instead, as is everything when a run dies in between: the intent says
+/// "rolling" until the labels are written, so the next run finishes it as a roll.
+pub(crate) async fn record_template_resources<S: SloCheck>(
+    ctx: &Context<S>,
+    sts_plan: &StatefulSetPlan,
+    change: &Roll,
+    siblings: &[String],
+) -> Result<RollResult> {
+    let (intent, replicas) = stage(ctx, sts_plan, change).await?;
+    let name = &sts_plan.stateful_set;
+    let Some(revision) = wait_update_revision(ctx, name).await? else {
+        let reason = format!(
+            "the StatefulSet controller did not observe {name}'s new template within {:?}",
+            ctx.options.pod_ready_timeout
+        );
+        return rollback(ctx, name, &intent, reason, siblings).await;
+    };
+    let pods = pod_api(ctx);
+    let wanted = change.target.container.resources.as_ref();
+    let mut running = Vec::new();
+    for ordinal in 0..replicas {
+        let pod_name = format!("{name}-{ordinal}");
+        let pod = pods
+            .get_opt(&pod_name)
+            .await
+            .map_err(Error::kube(format!("reading pod {pod_name}")))?;
+        let resources = pod.as_ref().and_then(|p| {
+            let spec = p.spec.as_ref()?;
+            let container = spec
+                .containers
+                .iter()
+                .find(|c| c.name == intent.container)?;
+            container.resources.as_ref()
+        });
+        if !same_resources(resources, wanted) {
+            tracing::info!(
+                pod = pod_name,
+                "does not run the resized resources; rolling it"
+            );
+            return continue_roll(ctx, name, intent, replicas - 1, siblings).await;
+        }
+        running.push(pod_name);
+    }
+    for pod_name in &running {
+        let label = json!({"metadata": {"labels": {REVISION_LABEL: revision}}});
+        pods.patch(pod_name, &PatchParams::default(), &Patch::Merge(&label))
+            .await
+            .map_err(Error::kube(format!("labelling pod {pod_name}")))?;
+    }
+    patch_stateful_set(ctx, name, |_| {
+        Ok(json!({
+            "metadata": {"annotations": {INTENT_ANNOTATION: null}},
+            "spec": {"updateStrategy": {"rollingUpdate": {"partition": 0}}},
+        }))
+    })
+    .await?;
+    event(
+        ctx,
+        name,
+        EventType::Normal,
+        "TemplateUpdated",
+        "the pod template now has the resources its pods were resized to; no pod restarted".into(),
+    )
+    .await;
+    Ok(RollResult::Done)
+}
+
+/// Requests and limits equal as quantities ("0.5" is "500m").
+fn same_resources(a: Option<&ResourceRequirements>, b: Option<&ResourceRequirements>) -> bool {
+    let side = |r: Option<&ResourceRequirements>, limits: bool| {
+        r.and_then(|r| {
+            if limits {
+                r.limits.clone()
+            } else {
+                r.requests.clone()
+            }
+        })
+        .unwrap_or_default()
+    };
+    [false, true].into_iter().all(|limits| {
+        let (x, y) = (side(a, limits), side(b, limits));
+        x.len() == y.len()
+            && x.iter().all(|(key, q)| {
+                y.get(key).is_some_and(|other| match key.as_str() {
+                    "cpu" => quantity::parse(q)
+                        .zip(quantity::parse(other))
+                        .is_some_and(|(m, n)| quantity::same_cpu(m, n)),
+                    "memory" => quantity::parse(q)
+                        .zip(quantity::parse(other))
+                        .is_some_and(|(m, n)| quantity::same_memory(m, n)),
+                    _ => q == other,
+                })
+            })
+    })
+}
+
+/// The revision the controller made of the staged template, if it made it in time.
+async fn wait_update_revision<S: SloCheck>(ctx: &Context<S>, name: &str) -> Result<Option<String>> {
+    let deadline = Instant::now() + ctx.options.pod_ready_timeout;
+    loop {
+        let sts = sts_api(ctx)
+            .get(name)
+            .await
+            .map_err(Error::kube(format!("reading StatefulSet {name}")))?;
+        if let Some(revision) = observed_update_revision(&sts) {
+            return Ok(Some(revision));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(ctx.options.poll_interval).await;
+    }
 }
 
 /// Continues an interrupted change where its intent says it was.
@@ -615,4 +736,27 @@ fn sts_api<S>(ctx: &Context<S>) -> Api<StatefulSet> {
 
 fn pod_api<S>(ctx: &Context<S>) -> Api<Pod> {
     Api::namespaced(ctx.management.clone(), &ctx.namespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resources(value: serde_json::Value) -> ResourceRequirements {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn resources_compare_as_quantities() {
+        let a = resources(json!({"requests": {"cpu": "0.5", "memory": "1Gi"}}));
+        let same = resources(json!({"requests": {"cpu": "500m", "memory": "1073741824"}}));
+        assert!(same_resources(Some(&a), Some(&same)));
+        let more = resources(json!({"requests": {"cpu": "600m", "memory": "1Gi"}}));
+        assert!(!same_resources(Some(&a), Some(&more)));
+        let limited =
+            resources(json!({"requests": {"cpu": "0.5", "memory": "1Gi"}, "limits": {"cpu": "1"}}));
+        assert!(!same_resources(Some(&a), Some(&limited)));
+        assert!(!same_resources(None, Some(&a)));
+        assert!(same_resources(None, None));
+    }
 }

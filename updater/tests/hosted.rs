@@ -208,7 +208,7 @@ async fn rolls_one_apiserver_at_a_time(env: &Env, ctx: &Context<ReadinessOnly>) 
 /// apiserver restarts.
 async fn apf_changes_live(env: &Env, ctx: &Context<ReadinessOnly>) {
     let before = processes(env).await;
-    let rec = recommendation(&[437, 437, 437], START_MUTATING, 128 * 60);
+    let rec = recommendation(&[437, 437, 437], START_MUTATING, 6 * 60);
     let outcome = updater::apply(ctx, &rec).await.expect("apply");
     let Outcome::Applied { plan } = &outcome else {
         panic!("{outcome:?}")
@@ -225,11 +225,12 @@ async fn apf_changes_live(env: &Env, ctx: &Context<ReadinessOnly>) {
 }
 
 /// (g) More CPU for one apiserver goes through `pods/resize`: the agent reports the new
-/// resources, no process restarts, the template keeps its own; and back again.
+/// resources, no process restarts, and the pod template records them (so a recreated pod
+/// keeps them) with no roll pending; and back again.
 async fn cpu_resizes_in_place(env: &Env, ctx: &Context<ReadinessOnly>) {
     let before = processes(env).await;
     for cores in [0.5, 0.25] {
-        let mut rec = recommendation(&[437, 437, 437], START_MUTATING, 128 * 60);
+        let mut rec = recommendation(&[437, 437, 437], START_MUTATING, 6 * 60);
         rec.apiservers[1].recommended.cpu_cores = cores;
         let outcome = updater::apply(ctx, &rec).await.expect("apply");
         let Outcome::Applied { plan } = &outcome else {
@@ -262,6 +263,54 @@ async fn cpu_resizes_in_place(env: &Env, ctx: &Context<ReadinessOnly>) {
             before,
             "a resize restarted an apiserver"
         );
+        let sts = Api::<StatefulSet>::namespaced(env.management.clone(), &env.namespace)
+            .get("apiserver-1")
+            .await
+            .expect("sts");
+        let template = sts.spec.as_ref().expect("spec").template.spec.as_ref();
+        let requests = template.expect("template").containers[0]
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .expect("template requests");
+        assert_eq!(
+            updater::quantity::parse(&requests["cpu"]),
+            Some(cores),
+            "the pod template records the resized CPU"
+        );
+        let annotations = sts.metadata.annotations.clone().unwrap_or_default();
+        assert!(
+            !annotations.contains_key(INTENT_ANNOTATION),
+            "{annotations:?}"
+        );
+        // The controller counts the resized pod as running the new template: no roll is
+        // left for it to do, now or when the pod is next recreated.
+        poll("apiserver-1 to count its pod updated", || async {
+            let sts = Api::<StatefulSet>::namespaced(env.management.clone(), &env.namespace)
+                .get("apiserver-1")
+                .await
+                .ok()?;
+            let partition = sts
+                .spec
+                .as_ref()?
+                .update_strategy
+                .as_ref()?
+                .rolling_update
+                .as_ref()?
+                .partition;
+            let status = sts.status?;
+            (partition.unwrap_or(0) == 0
+                && status.observed_generation >= sts.metadata.generation
+                && status.updated_replicas == Some(1)
+                && status.current_revision == status.update_revision)
+                .then_some(())
+        })
+        .await;
+        assert_eq!(
+            processes(env).await,
+            before,
+            "recording the template restarted an apiserver"
+        );
     }
 }
 
@@ -269,7 +318,7 @@ async fn cpu_resizes_in_place(env: &Env, ctx: &Context<ReadinessOnly>) {
 /// previous template, the old flag runs again, the other replicas never restarted.
 async fn refused_flag_is_rolled_back(env: &Env, ctx: &Context<ReadinessOnly>) {
     let before = processes(env).await;
-    let mut rec = recommendation(&[0, 437, 437], START_MUTATING, 128 * 60);
+    let mut rec = recommendation(&[0, 437, 437], START_MUTATING, 6 * 60);
     rec.apiservers[0].recommended.max_mutating_requests_inflight = 0;
     let outcome = updater::apply(ctx, &rec).await.expect("apply");
     let Outcome::Rejected(rejection) = &outcome else {
@@ -294,7 +343,7 @@ async fn refused_flag_is_rolled_back(env: &Env, ctx: &Context<ReadinessOnly>) {
 /// (c) An updater stopped while a pod rolls leaves its intent; the next apply of the same
 /// recommendation finishes the roll, and a recovery without it rolls another one back.
 async fn interrupted_roll_is_finished_or_undone(env: &Env, ctx: &Context<ReadinessOnly>) {
-    let rec = recommendation(&[451, 451, 451], START_MUTATING, 128 * 60);
+    let rec = recommendation(&[451, 451, 451], START_MUTATING, 6 * 60);
     interrupt_while(ctx, &rec, env, "apiserver-1").await;
     let outcome = updater::apply(ctx, &rec).await.expect("resuming apply");
     assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
@@ -309,7 +358,7 @@ async fn interrupted_roll_is_finished_or_undone(env: &Env, ctx: &Context<Readine
     }
     assert_no_intent(env).await;
 
-    let other = recommendation(&[463, 463, 463], START_MUTATING, 128 * 60);
+    let other = recommendation(&[463, 463, 463], START_MUTATING, 6 * 60);
     interrupt_while(ctx, &other, env, "apiserver-0").await;
     let recovery = updater::recover(ctx, None).await.expect("recovery");
     assert!(
