@@ -246,7 +246,11 @@ pub fn render(
     let _ = writeln!(
         s,
         "with a ControlPlaneTuning in `Auto` mode and this policy (config/examples/policy.yaml \
-         with the hosted replicas, no cooldown, minimum confidence low):\n\n<details><summary>policy</summary>\n\n```json\n{}\n```\n\n</details>\n",
+         with the hosted replicas, cooldown {} s, minimum confidence {}):\n\n<details><summary>policy</summary>\n\n```json\n{}\n```\n\n</details>\n",
+        experiment.arak_policy["safety"]["cooldown_s"],
+        experiment.arak_policy["safety"]["min_confidence"]
+            .as_str()
+            .unwrap_or("as the example"),
         pretty(&experiment.arak_policy)
     );
     let _ = writeln!(s, "Versions:\n");

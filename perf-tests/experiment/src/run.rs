@@ -635,7 +635,8 @@ impl RunCtx<'_> {
 
 /// The example policy (config/examples/policy.yaml) for the hosted control plane: replicas
 /// named by their scrape `instance`, the masters' 2 cores, and the short-run safety
-/// settings of the Auto integration test (no cooldown, act on low confidence).
+/// settings of the Auto integration test: no cooldown, and act only on a model calibrated
+/// from the run's own measurements (confidence medium), never on the priors alone.
 fn policy(repo: &Path, env: &ClusterEnv) -> Result<Value> {
     let path = repo.join("config/examples/policy.yaml");
     let text =
@@ -673,7 +674,7 @@ fn policy(repo: &Path, env: &ClusterEnv) -> Result<Value> {
     );
     map.insert(
         "safety".into(),
-        json!({"deadband_saving_share": 0.05, "cooldown_s": 0, "min_confidence": "low"}),
+        json!({"deadband_saving_share": 0.05, "cooldown_s": 0, "min_confidence": "medium"}),
     );
     for component in ["apiserver", "scheduler", "controller_manager"] {
         policy["bounds"][component]["cpu_cores"] = json!({"min": 0.25, "max": 2, "step": 0.25});
