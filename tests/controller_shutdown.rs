@@ -7,13 +7,11 @@
 mod controller_support;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use controller_support::{
-    Env, block_on, create_tuning, hosted_policy, pod_process, poll_for, process_flag, start,
-    status, use_workspace_node_agent,
+    Env, Instance, block_on, create_tuning, hosted_policy, pod_process, poll_for, process_flag,
+    start, status, use_workspace_node_agent,
 };
 use harness::{Cluster, ComponentPid};
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -58,11 +56,11 @@ async fn case() {
     create_tuning(&env, "Auto", policy(&cluster)).await;
 
     let soak = format!("{}s", SOAK.as_secs());
-    let mut first = Arak::start(&env, &cluster, "arak-first", &soak);
+    let mut first = Instance::start(&env, &cluster, "arak-first", &flags(&soak));
     // The first pod the roll restarts, once it is back Ready: its soak has begun.
     let deadline = Instant::now() + Duration::from_secs(300);
     let rolled = loop {
-        if let Some(status) = first.child.try_wait().expect("wait") {
+        if let Some(status) = first.exited() {
             panic!("arak exited early with {status}:\n{}", first.log());
         }
         if let Some(now) = processes_if_ready(&pods).await {
@@ -132,7 +130,7 @@ async fn case() {
 
     // The next leader finishes what is left through the intents.
     let resumed = Instant::now();
-    let mut second = Arak::start(&env, &cluster, "arak-second", "2s");
+    let mut second = Instance::start(&env, &cluster, "arak-second", &flags("2s"));
     poll_for(
         "every apiserver on the new flag and no intent left",
         Duration::from_secs(240),
@@ -168,6 +166,18 @@ async fn case() {
     eprintln!("done in {:.1}s", started.elapsed().as_secs_f64());
 }
 
+/// The roll's flags: only global-default's queues are arak's, each pod soaks `soak`.
+fn flags(soak: &str) -> [&str; 6] {
+    [
+        "--apf-levels",
+        "global-default",
+        "--soak",
+        soak,
+        "--pod-ready-timeout",
+        "3m",
+    ]
+}
+
 /// The hosted policy with every knob pinned to what runs, but for `--max-requests-inflight`,
 /// pinned to another value: the recommendation is that flag, which needs a restart.
 fn policy(cluster: &Cluster) -> serde_json::Value {
@@ -183,77 +193,6 @@ fn policy(cluster: &Cluster) -> serde_json::Value {
         "queue_length": {"min": 300, "max": 300, "step": 25},
     });
     policy
-}
-
-/// One `arak run` process whose exit this test times.
-struct Arak {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Arak {
-    fn start(env: &Env, cluster: &Cluster, identity: &str, soak: &str) -> Arak {
-        let log = env.dir.join(format!("{identity}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_arak"))
-            .args(["run", "--tuning", controller_support::TUNING])
-            .args(["--log-format", "json"])
-            .arg("--kubeconfig")
-            .arg(&env.kubeconfig)
-            .arg("--tested-kubeconfig")
-            .arg(
-                cluster
-                    .env_var("ARAK_TESTED_KUBECONFIG")
-                    .expect("ARAK_TESTED_KUBECONFIG"),
-            )
-            .args(["--namespace", &env.namespace, "--identity", identity])
-            .args(["--prometheus-url", cluster.prometheus_url()])
-            .arg("--fetch-config")
-            .arg(env.dir.join("fetch.yaml"))
-            // Port 0: the test reads nothing from it, and two instances must not collide.
-            .args(["--listen", "127.0.0.1:0"])
-            .args(["--lease-duration", "6s", "--renew-deadline", "4s"])
-            .args(["--retry-period", "1s", "--apf-levels", "global-default"])
-            .args(["--soak", soak, "--pod-ready-timeout", "3m"])
-            .env("RUST_LOG", "arak=info,updater=info")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("arak run starts");
-        Arak { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then the exit status, failing after `wait`.
-    fn terminate(&mut self, wait: Duration) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(sent.is_ok_and(|s| s.success()), "sending SIGTERM");
-        let deadline = Instant::now() + wait;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "arak still ran {wait:?} after SIGTERM:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Arak {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// Each StatefulSet's apiserver process, waiting until every pod is Ready.

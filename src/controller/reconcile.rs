@@ -18,15 +18,13 @@ use updater::{Outcome, Recovery};
 
 use super::current::{self, Live};
 use super::status::{self, set_condition};
+use super::tuning::HISTORY_STEP_S;
 use super::tuning::{
     APPLYING, AppliedChange, ControlPlaneTuning, ControlPlaneTuningStatus, DATA_FRESH,
     DECISIONS_KEPT, DEGRADED, Decision, MODEL_CALIBRATED, Mode, PredictionError,
     RECOMMENDATION_READY,
 };
 use super::{Context, Error, Predicted};
-
-/// Step of the per-replica history the forecast and the calibration read.
-const HISTORY_STEP: Duration = Duration::from_secs(15);
 
 /// What the round decided, for the log, the status and the metrics.
 struct Decided {
@@ -202,7 +200,7 @@ async fn fetch(tuning: &ControlPlaneTuning, ctx: &Context) -> Result<LoadSnapsho
         window: Duration::from_secs(u64::from(tuning.spec.window_seconds)),
         history: (tuning.spec.history_seconds > 0).then(|| HistoryOptions {
             range: Duration::from_secs(u64::from(tuning.spec.history_seconds)),
-            step: HISTORY_STEP,
+            step: Duration::from_secs(u64::from(HISTORY_STEP_S)),
         }),
         at_unix_s: None,
     };

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use recommender::Policy;
+use recommender::policy::ConfidenceLevel;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,9 @@ pub const MODEL_CALIBRATED: &str = "ModelCalibrated";
 pub const RECOMMENDATION_READY: &str = "RecommendationReady";
 pub const APPLYING: &str = "Applying";
 pub const DEGRADED: &str = "Degraded";
+
+/// Step of the per-replica history the forecast and the calibration read, seconds.
+pub const HISTORY_STEP_S: u32 = 15;
 
 /// Decisions kept in the status, newest first.
 pub const DECISIONS_KEPT: usize = 10;
@@ -111,6 +115,25 @@ impl ControlPlaneTuningSpec {
             policy.safety.cooldown_s = f64::from(cooldown);
         }
         policy.validate()?;
+        // The calibration fits the history's samples: with too few it stays on the priors,
+        // whose confidence is low, and a policy that needs more would hold forever.
+        let samples = (self.history_seconds / HISTORY_STEP_S + 1) as usize;
+        if policy.safety.min_confidence > ConfidenceLevel::Low
+            && samples < policy.calibration.min_samples
+        {
+            return Err(recommender::RecommenderError::Policy {
+                field: "historySeconds".into(),
+                reason: format!(
+                    "{} s of history at the {HISTORY_STEP_S} s step is {samples} samples, fewer than \
+                     the policy's calibration.min_samples ({}): the model would stay on its priors \
+                     and never reach safety.min_confidence {:?}; use at least {} s",
+                    self.history_seconds,
+                    policy.calibration.min_samples,
+                    policy.safety.min_confidence,
+                    (policy.calibration.min_samples as u32 - 1) * HISTORY_STEP_S
+                ),
+            });
+        }
         Ok(policy)
     }
 }
@@ -233,5 +256,25 @@ mod tests {
         tuning.spec.policy["max_cpu_utilization"] = serde_json::json!(1.5);
         let error = tuning.spec.policy().unwrap_err().to_string();
         assert!(error.contains("max_cpu_utilization"), "{error}");
+    }
+
+    #[test]
+    fn a_history_too_short_to_calibrate_is_refused_when_the_policy_needs_calibration() {
+        let text = include_str!("../../config/arak/controlplanetuning.yaml");
+        let mut tuning: ControlPlaneTuning = serde_norway::from_str(text).unwrap();
+        // min_samples 12 at a 15 s step: 165 s is the least.
+        tuning.spec.history_seconds = 165;
+        assert!(tuning.spec.policy().is_ok());
+        tuning.spec.history_seconds = 120;
+        let error = tuning.spec.policy().unwrap_err().to_string();
+        assert!(
+            error.contains("historySeconds") && error.contains("at least 165 s"),
+            "{error}"
+        );
+        tuning.spec.policy["safety"]["min_confidence"] = serde_json::json!("low");
+        assert!(
+            tuning.spec.policy().is_ok(),
+            "acting on priors needs no history"
+        );
     }
 }

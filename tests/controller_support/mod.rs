@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::{Cluster, ClusterOptions, ComponentPid, Outcome as Harness};
@@ -134,22 +134,36 @@ impl Instance {
 
     /// SIGTERM, then waits for a clean exit.
     pub fn stop(mut self) {
+        let status = self.terminate(Duration::from_secs(20));
+        assert!(
+            status.success(),
+            "arak run exited with {status}:\n{}",
+            self.log()
+        );
+    }
+
+    /// SIGTERM, then the exit status, failing after `wait`.
+    pub fn terminate(&mut self, wait: Duration) -> ExitStatus {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(sent.is_ok_and(|s| s.success()));
-        let deadline = Instant::now() + Duration::from_secs(20);
+        assert!(sent.is_ok_and(|s| s.success()), "sending SIGTERM");
+        let deadline = Instant::now() + wait;
         loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(
-                    status.success(),
-                    "arak run exited with {status}:\n{}",
-                    self.log()
-                );
-                break;
+            if let Some(status) = self.exited() {
+                return status;
             }
-            assert!(Instant::now() < deadline, "arak run ignored SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "arak still ran {wait:?} after SIGTERM:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The exit status, if the process has ended.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("wait")
     }
 }
 
@@ -239,7 +253,7 @@ pub async fn create_tuning(env: &Env, mode: &str, policy: Value) {
             "mode": mode,
             "intervalSeconds": 5,
             "windowSeconds": 30,
-            "historySeconds": 120,
+            "historySeconds": 180,
             "policy": policy,
         },
     }))

@@ -679,6 +679,9 @@ fn policy(repo: &Path, env: &ClusterEnv) -> Result<Value> {
     for component in ["apiserver", "scheduler", "controller_manager"] {
         policy["bounds"][component]["cpu_cores"] = json!({"min": 0.25, "max": 2, "step": 0.25});
     }
+    // The run's 120 s of history at the controller's 15 s step hold 9 samples at most: the
+    // example's 12 would keep arak on its priors, and so holding, for the whole run.
+    policy["calibration"]["min_samples"] = json!(6);
     Ok(policy)
 }
 
