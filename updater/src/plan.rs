@@ -400,7 +400,8 @@ fn plan_stateful_set(
             .and_then(|p| pod_container(p, container_name))
             .and_then(|c| c.resources.clone())
             .or_else(|| template_resources.cloned());
-        if Some(&wanted) != template_resources {
+        // As quantities: a template's "2" is the "2000m" arak writes.
+        if !quantity::same_resources(Some(&wanted), template_resources) {
             template_resources_change = true;
         }
         target.container.resources = Some(wanted.clone());
@@ -1063,6 +1064,22 @@ mod tests {
         assert!(sts.changes.is_empty() && sts.resizes.is_empty() && sts.roll.is_none());
         assert!(sts.template_resources.is_some(), "{}", planned.render());
         assert!(planned.render().contains("record them in the pod template"));
+
+        // Written another way ("0.5" for "500m"), the same resources are no change at all.
+        let mut recorded_state = resized.clone();
+        let sts = recorded_state.stateful_sets.get_mut("apiserver-0").unwrap();
+        let template = sts.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+        let mut resources = recorded.target.container.resources.clone().unwrap();
+        resources.requests.as_mut().unwrap().insert(
+            "cpu".into(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("0.5".into()),
+        );
+        template.containers[0].resources = Some(resources);
+        assert!(
+            plan(&rec, &recorded_state, &options()).unwrap().is_empty(),
+            "{}",
+            plan(&rec, &recorded_state, &options()).unwrap().render()
+        );
 
         let old_cluster = LiveState {
             resize_supported: false,

@@ -1,5 +1,6 @@
 //! Kubernetes resource quantities as numbers: CPU in cores, memory in bytes.
 
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 /// Binary and decimal suffixes, longest first so that `Mi` is not read as `M`.
@@ -61,9 +62,39 @@ pub fn same_memory(a: f64, b: f64) -> bool {
     a.round() == b.round()
 }
 
+/// Requests and limits equal as quantities ("0.5" is "500m").
+pub fn same_resources(a: Option<&ResourceRequirements>, b: Option<&ResourceRequirements>) -> bool {
+    let side = |r: Option<&ResourceRequirements>, limits: bool| {
+        r.and_then(|r| {
+            if limits {
+                r.limits.clone()
+            } else {
+                r.requests.clone()
+            }
+        })
+        .unwrap_or_default()
+    };
+    [false, true].into_iter().all(|limits| {
+        let (x, y) = (side(a, limits), side(b, limits));
+        x.len() == y.len()
+            && x.iter().all(|(key, q)| {
+                y.get(key).is_some_and(|other| match key.as_str() {
+                    "cpu" => parse(q)
+                        .zip(parse(other))
+                        .is_some_and(|(m, n)| same_cpu(m, n)),
+                    "memory" => parse(q)
+                        .zip(parse(other))
+                        .is_some_and(|(m, n)| same_memory(m, n)),
+                    _ => q == other,
+                })
+            })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn q(s: &str) -> Quantity {
         Quantity(s.to_owned())
@@ -94,5 +125,23 @@ mod tests {
         for bytes in [1.0, 1000.0, 536_870_912.0, 3e9] {
             assert!(same_memory(parse(&memory(bytes)).unwrap(), bytes));
         }
+    }
+
+    fn resources(value: serde_json::Value) -> ResourceRequirements {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn resources_compare_as_quantities() {
+        let a = resources(json!({"requests": {"cpu": "0.5", "memory": "1Gi"}}));
+        let same = resources(json!({"requests": {"cpu": "500m", "memory": "1073741824"}}));
+        assert!(same_resources(Some(&a), Some(&same)));
+        let more = resources(json!({"requests": {"cpu": "600m", "memory": "1Gi"}}));
+        assert!(!same_resources(Some(&a), Some(&more)));
+        let limited =
+            resources(json!({"requests": {"cpu": "0.5", "memory": "1Gi"}, "limits": {"cpu": "1"}}));
+        assert!(!same_resources(Some(&a), Some(&limited)));
+        assert!(!same_resources(None, Some(&a)));
+        assert!(same_resources(None, None));
     }
 }

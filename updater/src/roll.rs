@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, ResourceRequirements};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource};
@@ -131,7 +131,7 @@ pub(crate) async fn record_template_resources<S: SloCheck>(
                 .find(|c| c.name == intent.container)?;
             container.resources.as_ref()
         });
-        if !same_resources(resources, wanted) {
+        if !quantity::same_resources(resources, wanted) {
             tracing::info!(
                 pod = pod_name,
                 "does not run the resized resources; rolling it"
@@ -162,35 +162,6 @@ pub(crate) async fn record_template_resources<S: SloCheck>(
     )
     .await;
     Ok(RollResult::Done)
-}
-
-/// Requests and limits equal as quantities ("0.5" is "500m").
-fn same_resources(a: Option<&ResourceRequirements>, b: Option<&ResourceRequirements>) -> bool {
-    let side = |r: Option<&ResourceRequirements>, limits: bool| {
-        r.and_then(|r| {
-            if limits {
-                r.limits.clone()
-            } else {
-                r.requests.clone()
-            }
-        })
-        .unwrap_or_default()
-    };
-    [false, true].into_iter().all(|limits| {
-        let (x, y) = (side(a, limits), side(b, limits));
-        x.len() == y.len()
-            && x.iter().all(|(key, q)| {
-                y.get(key).is_some_and(|other| match key.as_str() {
-                    "cpu" => quantity::parse(q)
-                        .zip(quantity::parse(other))
-                        .is_some_and(|(m, n)| quantity::same_cpu(m, n)),
-                    "memory" => quantity::parse(q)
-                        .zip(quantity::parse(other))
-                        .is_some_and(|(m, n)| quantity::same_memory(m, n)),
-                    _ => q == other,
-                })
-            })
-    })
 }
 
 /// The revision the controller made of the staged template, if it made it in time.
@@ -736,27 +707,4 @@ fn sts_api<S>(ctx: &Context<S>) -> Api<StatefulSet> {
 
 fn pod_api<S>(ctx: &Context<S>) -> Api<Pod> {
     Api::namespaced(ctx.management.clone(), &ctx.namespace)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn resources(value: serde_json::Value) -> ResourceRequirements {
-        serde_json::from_value(value).unwrap()
-    }
-
-    #[test]
-    fn resources_compare_as_quantities() {
-        let a = resources(json!({"requests": {"cpu": "0.5", "memory": "1Gi"}}));
-        let same = resources(json!({"requests": {"cpu": "500m", "memory": "1073741824"}}));
-        assert!(same_resources(Some(&a), Some(&same)));
-        let more = resources(json!({"requests": {"cpu": "600m", "memory": "1Gi"}}));
-        assert!(!same_resources(Some(&a), Some(&more)));
-        let limited =
-            resources(json!({"requests": {"cpu": "0.5", "memory": "1Gi"}, "limits": {"cpu": "1"}}));
-        assert!(!same_resources(Some(&a), Some(&limited)));
-        assert!(!same_resources(None, Some(&a)));
-        assert!(same_resources(None, None));
-    }
 }
