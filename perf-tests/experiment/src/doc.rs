@@ -81,7 +81,7 @@ pub fn render(
         let acted = r.arak.as_ref().is_some_and(|a| a.acted);
         let _ = writeln!(
             s,
-            "- arak run #{} ({}; its first changes on the idle cluster took {} s after the warm-up): {}",
+            "- arak run #{} ({}; no roll under way {} s after the warm-up; the load started at {}): {}",
             r.rep,
             if r.status == Status::Ok {
                 "ok"
@@ -89,6 +89,9 @@ pub fn render(
                 "failed"
             },
             r.arak_settle_s.map_or("–".into(), |t| format!("{t:.0}")),
+            r.stress
+                .as_ref()
+                .map_or("–".into(), |st| crate::utc_timestamp(st.start_unix_s)),
             if acted {
                 let changes: Vec<String> = r
                     .arak
@@ -99,8 +102,14 @@ pub fn render(
                     .iter()
                     .filter_map(|c| c.as_str().map(str::to_owned))
                     .collect();
+                let at = r
+                    .arak
+                    .as_ref()
+                    .and_then(|a| a.last_applied.as_ref())
+                    .and_then(|a| a["time"].as_str())
+                    .unwrap_or("–");
                 format!(
-                    "applied changes; the last set had {}, e.g. {}",
+                    "applied changes; the last set, at {at}, had {}, e.g. {}",
                     changes.len(),
                     changes
                         .iter()
