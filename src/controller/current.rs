@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
 use k8s_openapi::api::flowcontrol::v1::PriorityLevelConfiguration;
 use recommender::policy::ReplicaPlacement;
 use recommender::{ApiserverSettings, ClientSettings, CurrentSettings, Policy};
+use updater::apf::FlowRoom;
 use updater::args::{CONFIG_FLAG, OwnedFlag};
 use updater::plan::{container_state, ordinal_of, template_container};
 
@@ -181,9 +182,7 @@ fn cpu_and_memory(
     Ok((cpu, memory))
 }
 
-/// Room for one flow's waiting requests in the largest sized level: APF deals each flow a
-/// hand of queues and rejects when the shortest of them is full, so a flow that overloads
-/// the apiserver alone can fill hand size × queue length limit, not every queue.
+/// One flow's waiting room in the largest sized level.
 fn queue_length(live: &Live) -> Option<u32> {
     live.priority_levels?
         .iter()
@@ -193,21 +192,7 @@ fn queue_length(live: &Live) -> Option<u32> {
                 .as_ref()
                 .is_some_and(|n| live.apf_levels.contains(n))
         })
-        .filter_map(|l| {
-            let queuing = l
-                .spec
-                .as_ref()?
-                .limited
-                .as_ref()?
-                .limit_response
-                .as_ref()?
-                .queuing
-                .as_ref()?;
-            // The API's defaults for fields left unset.
-            let room = i64::from(queuing.hand_size.unwrap_or(8))
-                * i64::from(queuing.queue_length_limit.unwrap_or(50));
-            u32::try_from(room).ok()
-        })
+        .filter_map(|l| u32::try_from(FlowRoom::of(l)?.room()).ok())
         .max()
 }
 

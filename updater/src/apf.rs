@@ -14,6 +14,48 @@ use crate::{Context, FIELD_MANAGER, Rejection, roll};
 /// Without it the apiserver puts its suggested spec back on the suggested levels.
 const AUTOUPDATE_ANNOTATION: &str = "apf.kubernetes.io/autoupdate-spec";
 
+/// How a queuing level holds one flow's waiting requests. APF deals each flow a hand of
+/// queues and rejects when the shortest of them is full, so a flow that overloads the
+/// apiserver alone can fill hand size × queue length limit, not every queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowRoom {
+    pub hand_size: i32,
+    pub queue_length_limit: i32,
+}
+
+impl FlowRoom {
+    /// The level's queuing, with the API's defaults for fields left unset; `None` when the
+    /// level does not queue.
+    pub fn of(level: &PriorityLevelConfiguration) -> Option<FlowRoom> {
+        let queuing = level
+            .spec
+            .as_ref()?
+            .limited
+            .as_ref()?
+            .limit_response
+            .as_ref()?
+            .queuing
+            .as_ref()?;
+        Some(FlowRoom {
+            hand_size: queuing.hand_size.unwrap_or(8).max(1),
+            queue_length_limit: queuing.queue_length_limit.unwrap_or(50),
+        })
+    }
+
+    /// Requests one flow may have waiting.
+    pub fn room(&self) -> i64 {
+        i64::from(self.hand_size) * i64::from(self.queue_length_limit)
+    }
+
+    /// The queue length limit that gives a flow at least `room`, spread over its hand.
+    pub fn limit_for(&self, room: u32) -> i32 {
+        let hand = i64::from(self.hand_size);
+        i32::try_from((i64::from(room) + hand - 1) / hand)
+            .unwrap_or(i32::MAX)
+            .max(1)
+    }
+}
+
 pub async fn read_levels(tested: &Client) -> Result<Vec<PriorityLevelConfiguration>> {
     Ok(Api::<PriorityLevelConfiguration>::all(tested.clone())
         .list(&ListParams::default())

@@ -15,6 +15,7 @@ use recommender::recommendation::Target;
 use recommender::safety::Action;
 use serde::{Deserialize, Serialize};
 
+use crate::apf::FlowRoom;
 use crate::args::{CONFIG_FLAG, CommandLine, OwnedFlag, format_number};
 use crate::component_config;
 use crate::error::{Error, Result};
@@ -710,31 +711,19 @@ fn plan_apf(
             ));
             continue;
         };
-        let Some(queuing) = level
-            .spec
-            .as_ref()
-            .and_then(|s| s.limited.as_ref())
-            .and_then(|l| l.limit_response.as_ref())
-            .and_then(|r| r.queuing.as_ref())
-        else {
+        let Some(flow) = FlowRoom::of(level) else {
             plan.notes.push(format!(
                 "PriorityLevelConfiguration {name} does not queue; left alone"
             ));
             continue;
         };
-        // The API's defaults for fields left unset.
-        let hand_size = queuing.hand_size.unwrap_or(8).max(1);
-        let current = queuing.queue_length_limit.unwrap_or(50);
-        // `queue_length` is one flow's room per class, and a flow queues only in the queues
-        // of its hand: spread over those, rounded up so the room is never less.
-        let wanted =
-            i32::try_from((i64::from(room) + i64::from(hand_size) - 1) / i64::from(hand_size))
-                .unwrap_or(i32::MAX)
-                .max(1);
+        // `queue_length` is one flow's room per class, rounded up so it is never less.
+        let current = flow.queue_length_limit;
+        let wanted = flow.limit_for(room);
         if wanted != current {
             plan.apf.push(LevelChange {
                 name: name.clone(),
-                hand_size,
+                hand_size: flow.hand_size,
                 from_queue_length_limit: current,
                 to_queue_length_limit: wanted,
             });
@@ -1075,11 +1064,8 @@ mod tests {
             k8s_openapi::apimachinery::pkg::api::resource::Quantity("0.5".into()),
         );
         template.containers[0].resources = Some(resources);
-        assert!(
-            plan(&rec, &recorded_state, &options()).unwrap().is_empty(),
-            "{}",
-            plan(&rec, &recorded_state, &options()).unwrap().render()
-        );
+        let planned = plan(&rec, &recorded_state, &options()).unwrap();
+        assert!(planned.is_empty(), "{}", planned.render());
 
         let old_cluster = LiveState {
             resize_supported: false,
