@@ -18,10 +18,9 @@ use updater::{Outcome, Recovery};
 
 use super::current::{self, Live};
 use super::status::{self, set_condition};
-use super::tuning::HISTORY_STEP_S;
 use super::tuning::{
     APPLYING, AppliedChange, ControlPlaneTuning, ControlPlaneTuningStatus, DATA_FRESH,
-    DECISIONS_KEPT, DEGRADED, Decision, MODEL_CALIBRATED, Mode, PredictionError,
+    DECISIONS_KEPT, DEGRADED, Decision, HISTORY_STEP_S, MODEL_CALIBRATED, Mode, PredictionError,
     RECOMMENDATION_READY,
 };
 use super::{Context, Error, Predicted};

@@ -305,24 +305,21 @@ pub async fn apply<S: SloCheck>(
                 }
             }
         }
-        if let Some(change) = &sts_plan.template_resources {
-            match roll::record_template_resources(ctx, sts_plan, change, &siblings).await? {
-                RollResult::Done => {}
-                RollResult::RolledBack(reason) => return Ok(rejected(reason)),
-                RollResult::Interrupted(reason) => {
-                    let unfinished = vec![sts_plan.stateful_set.clone()];
-                    return interrupt(ctx, &plan, index + 1, unfinished, reason).await;
-                }
+        // The template changes by a roll, or, when the plan does not roll, takes the
+        // resources the pods were just resized to.
+        let template = match (&sts_plan.roll, &sts_plan.template_resources) {
+            (Some(change), _) => Some(roll::roll(ctx, sts_plan, change, &siblings).await?),
+            (None, Some(change)) => {
+                Some(roll::record_template_resources(ctx, sts_plan, change, &siblings).await?)
             }
-        }
-        if let Some(change) = &sts_plan.roll {
-            match roll::roll(ctx, sts_plan, change, &siblings).await? {
-                RollResult::Done => {}
-                RollResult::RolledBack(reason) => return Ok(rejected(reason)),
-                RollResult::Interrupted(reason) => {
-                    let unfinished = vec![sts_plan.stateful_set.clone()];
-                    return interrupt(ctx, &plan, index + 1, unfinished, reason).await;
-                }
+            (None, None) => None,
+        };
+        match template {
+            None | Some(RollResult::Done) => {}
+            Some(RollResult::RolledBack(reason)) => return Ok(rejected(reason)),
+            Some(RollResult::Interrupted(reason)) => {
+                let unfinished = vec![sts_plan.stateful_set.clone()];
+                return interrupt(ctx, &plan, index + 1, unfinished, reason).await;
             }
         }
         last_done = Some(format!("StatefulSet {}", sts_plan.stateful_set));
