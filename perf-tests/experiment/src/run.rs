@@ -840,7 +840,7 @@ async fn versions(plan: &Plan) -> BTreeMap<String, String> {
     versions
 }
 
-fn machine() -> BTreeMap<String, String> {
+pub fn machine() -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     m.insert(
         "nproc".into(),
