@@ -149,7 +149,7 @@ struct Smoother {
     season: Vec<f64>,
     /// Steps seen, to index the season.
     t: usize,
-    /// Root mean square of the one-step-ahead errors.
+    /// Scale of the one-step-ahead errors, robust to a level shift (see [`robust_sigma`]).
     sigma: f64,
 }
 
@@ -175,22 +175,17 @@ impl Smoother {
         if method == ForecastMethod::HoltWinters {
             s.start_season(series, season_len);
         }
-        let (mut squares, mut n) = (0.0, 0usize);
+        let mut errors = Vec::with_capacity(series.len());
         for y in &series[s.t..] {
             let predicted = s.predict(1);
             // A missing value is taken to be what the model expected: the state moves on.
             let observed = y.unwrap_or(predicted);
             if y.is_some() {
-                squares += (observed - predicted).powi(2);
-                n += 1;
+                errors.push((observed - predicted).abs());
             }
             s.update(observed);
         }
-        s.sigma = if n > 0 {
-            (squares / n as f64).sqrt()
-        } else {
-            0.0
-        };
+        s.sigma = robust_sigma(&mut errors);
         Some(s)
     }
 
@@ -264,6 +259,33 @@ impl Smoother {
     }
 }
 
+/// The root mean square of the one-step errors, leaving out those beyond
+/// [`OUTLIER_SIGMAS`] robust standard deviations (1.4826 × median |e|). A step in the load
+/// gives the smoother a few huge errors while it catches up; counted, they widened the
+/// interval for the whole history after the step, and arak planned 1.3–1.7× the load that
+/// followed it. The median alone would overstate light-tailed noise (a wiggle's median |e|
+/// is nearer its amplitude than a normal's), so it only decides what is an outlier.
+fn robust_sigma(abs_errors: &mut [f64]) -> f64 {
+    if abs_errors.is_empty() {
+        return 0.0;
+    }
+    abs_errors.sort_by(f64::total_cmp);
+    let n = abs_errors.len();
+    let median = if n % 2 == 1 {
+        abs_errors[n / 2]
+    } else {
+        0.5 * (abs_errors[n / 2 - 1] + abs_errors[n / 2])
+    };
+    // Φ⁻¹(3/4) = 0.6745: the median of |e| for e ~ N(0, σ²) is 0.6745 σ.
+    let cut = OUTLIER_SIGMAS * median / 0.674_489_750_196_081_7;
+    let kept: Vec<f64> = abs_errors.iter().copied().filter(|e| *e <= cut).collect();
+    (kept.iter().map(|e| e * e).sum::<f64>() / kept.len() as f64).sqrt()
+}
+
+/// Errors beyond this many robust standard deviations are a level shift, not noise: a
+/// normal error lies beyond 4σ once in 16,000.
+const OUTLIER_SIGMAS: f64 = 4.0;
+
 /// z with Φ(z) = q, by bisection on Φ(z) = erfc(−z/√2)/2.
 pub(crate) fn normal_quantile(q: f64) -> f64 {
     let (mut lo, mut hi) = (-10.0f64, 10.0f64);
@@ -330,6 +352,40 @@ mod tests {
         assert!(f.plan > f.point + 30.0 && f.lower < f.point, "{f:?}");
         let err = f.last_window_error.unwrap();
         assert!(err.within_interval_share > 0.5, "{err:?}");
+    }
+
+    #[test]
+    fn a_level_shift_does_not_widen_the_interval_after_it() {
+        // Two hours at 1000 ± 20, then a step to 2000 ± 20 an hour ago.
+        let jitter = |t: usize| if t.is_multiple_of(2) { 20.0 } else { -20.0 };
+        let series: Vec<Option<f64>> = (0..240)
+            .map(|t| Some(if t < 180 { 1000.0 } else { 2000.0 } + jitter(t)))
+            .collect();
+        let f = forecast(&series, 30.0, 2, &policy(ForecastMethod::Holt));
+        assert!((f.point - 2000.0).abs() < 60.0, "{f:?}");
+        // The root mean square of the errors would put the plan near 2× the load; the noise
+        // after the step is ±20.
+        assert!(
+            f.plan < 2000.0 * 1.1,
+            "planned {} for a load of 2000",
+            f.plan
+        );
+        assert!(f.plan > f.point, "{f:?}");
+    }
+
+    #[test]
+    fn robust_sigma_of_normal_errors_and_of_a_few_outliers() {
+        let mut errs: Vec<f64> = (1..=999)
+            .map(|i| normal_quantile(0.5 + 0.5 * i as f64 / 1000.0))
+            .collect();
+        assert!((robust_sigma(&mut errs) - 1.0).abs() < 0.01);
+        errs.extend([1e6; 50]);
+        assert!(robust_sigma(&mut errs) < 1.1);
+        // A wiggle's errors are light-tailed: all kept, their root mean square as before.
+        let mut wiggle: Vec<f64> = (0..1000).map(|i| (i as f64 * 0.1).sin().abs()).collect();
+        let rms = (wiggle.iter().map(|e| e * e).sum::<f64>() / 1000.0).sqrt();
+        assert!((robust_sigma(&mut wiggle) - rms).abs() < 1e-12);
+        assert_eq!(robust_sigma(&mut []), 0.0);
     }
 
     #[test]
