@@ -2,7 +2,7 @@
 //! the safety rules. Read from YAML and validated as a whole before a round uses it, so a
 //! round never meets a nonsensical number.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +52,10 @@ pub struct ReplicaPlacement {
     pub stateful_set: String,
     pub container: String,
     pub node_allocatable: NodeAllocatable,
+    /// The master node the replica runs on. Replicas naming the same node share its
+    /// allocatable, one budget: each is sized within what the others on it leave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// What the replica's master node can give it.
@@ -443,6 +447,63 @@ impl Policy {
             }
         }
 
+        // A node is one budget: every replica on it must say the same of its allocatable,
+        // and the least each may be given must fit it together.
+        struct Node {
+            first: String,
+            allocatable: NodeAllocatable,
+            least_cpu_cores: f64,
+            least_memory_bytes: f64,
+        }
+        let mut nodes: BTreeMap<&str, Node> = BTreeMap::new();
+        for (list, replicas) in self.replica_lists() {
+            let (cpu, memory) = self.resource_bounds(list);
+            for (i, r) in replicas.iter().enumerate() {
+                let Some(name) = r.node.as_deref() else {
+                    continue;
+                };
+                let at = format!("{list}[{i}]");
+                if name.is_empty() {
+                    return Err(policy_error(format!("{at}.node"), "must not be empty"));
+                }
+                let node = nodes.entry(name).or_insert_with(|| Node {
+                    first: at.clone(),
+                    allocatable: r.node_allocatable,
+                    least_cpu_cores: 0.0,
+                    least_memory_bytes: 0.0,
+                });
+                if node.allocatable != r.node_allocatable {
+                    return Err(policy_error(
+                        format!("{at}.node_allocatable"),
+                        format!(
+                            "node `{name}` has {} cores and {} bytes here but {} cores and {} bytes in {}",
+                            r.node_allocatable.cpu_cores,
+                            r.node_allocatable.memory_bytes,
+                            node.allocatable.cpu_cores,
+                            node.allocatable.memory_bytes,
+                            node.first
+                        ),
+                    ));
+                }
+                node.least_cpu_cores += cpu.min;
+                node.least_memory_bytes += memory.min;
+                if node.least_cpu_cores > node.allocatable.cpu_cores
+                    || node.least_memory_bytes > node.allocatable.memory_bytes
+                {
+                    return Err(policy_error(
+                        format!("{at}.node"),
+                        format!(
+                            "the replicas on node `{name}` need at least {} cores and {} bytes by the bounds' minimums; it has {} and {}",
+                            node.least_cpu_cores,
+                            node.least_memory_bytes,
+                            node.allocatable.cpu_cores,
+                            node.allocatable.memory_bytes
+                        ),
+                    ));
+                }
+            }
+        }
+
         let st = &self.step_limits;
         at_least_one("step_limits.max_increase_factor", st.max_increase_factor)?;
         at_least_one("step_limits.max_decrease_factor", st.max_decrease_factor)?;
@@ -519,6 +580,14 @@ impl Policy {
             ));
         }
         Ok(())
+    }
+
+    /// Every replica of every component.
+    pub fn replica_placements(&self) -> impl Iterator<Item = &ReplicaPlacement> {
+        self.apiservers
+            .iter()
+            .chain(&self.schedulers)
+            .chain(&self.controller_managers)
     }
 
     pub(crate) fn replica_lists(&self) -> [(&'static str, &[ReplicaPlacement]); 3] {

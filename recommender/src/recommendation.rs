@@ -8,7 +8,7 @@ use crate::calibrate::ApiserverCalibration;
 use crate::forecast::Forecast;
 use crate::policy::ConfidenceLevel;
 use crate::safety::Action;
-use crate::search::Violation;
+use crate::search::{SizedBy, Violation};
 use crate::setting::{ApiserverSettings, ClientSettings};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +62,9 @@ pub struct ApiserverRecommendation {
     pub predicted_current: Option<ApiserverPrediction>,
     pub predicted_recommended: Option<ApiserverPrediction>,
     pub binding: Option<Violation>,
+    /// Which constraint sized each limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sized_by: Option<SizedBy>,
     /// The planned load on this replica, requests per second.
     pub planned_read_only_rps: Option<f64>,
     pub planned_mutating_rps: Option<f64>,

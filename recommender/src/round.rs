@@ -1,6 +1,8 @@
 //! One recommendation round: forecast → calibrate → search → safety, from a snapshot, the
 //! policy and the settings running now. A pure function of its inputs.
 
+use std::collections::BTreeMap;
+
 use queue_model::apiserver::{
     ApiserverLoad, ApiserverModel, ApiserverSetting, ClassLimits, ClassLoad,
 };
@@ -12,7 +14,7 @@ use crate::error::{RecommenderError, Result};
 use crate::forecast::{Forecast, forecast};
 use crate::memory::MemorySizing;
 use crate::policy::{
-    ClientBounds, ConfidenceLevel, KnobRange, LoadShare, Policy, ReplicaPlacement,
+    ClientBounds, ConfidenceLevel, KnobRange, LoadShare, NodeAllocatable, Policy, ReplicaPlacement,
 };
 use crate::recommendation::{
     ApiserverPrediction, ApiserverRecommendation, ClientPrediction, ClientRecommendation,
@@ -144,6 +146,19 @@ pub fn recommend(
         client_qps(&sched, &cm, true),
     );
 
+    // Co-located replicas share their node: the clients' resources come off it first.
+    let mut budgets = NodeBudgets::default();
+    for (plan, placements) in [
+        (&sched, &policy.schedulers),
+        (&cm, &policy.controller_managers),
+    ] {
+        let Some(plan) = plan else { continue };
+        for p in placements {
+            let (cpu, memory) = plan.resources(policy, p, cur.client(plan.component, &p.name));
+            budgets.give(p, cpu, memory);
+        }
+    }
+
     // Apiservers: split the planned load, size each replica.
     let shares = load_shares(policy, &per_replica);
     let histories: Vec<Option<&ReplicaHistory>> = policy
@@ -179,7 +194,7 @@ pub fn recommend(
         let current = *cur.apiserver(&placement.name);
         let mut problem = apiserver_problem(
             policy,
-            placement,
+            budgets.left(placement),
             sample,
             history_of(&placement.name),
             calibration,
@@ -188,6 +203,14 @@ pub fn recommend(
             shares[i] * qps_needed,
         );
         let outcome = problem.solve()?;
+        budgets.give(
+            placement,
+            outcome.best.settings.cpu_cores,
+            outcome.best.settings.memory_bytes,
+        );
+        if !outcome.best.feasible() {
+            notes.push(overload_note(&placement.name, &problem, &outcome.best));
+        }
         let recommended = describe(&problem, &outcome.best);
         problem.required_mutating_capacity = shares[i] * qps_current;
         let now = problem.check(&current)?;
@@ -204,6 +227,7 @@ pub fn recommend(
             predicted_current: Some(predicted_current),
             predicted_recommended: Some(recommended),
             binding: Some(outcome.binding),
+            sized_by: Some(outcome.sized_by),
             planned_read_only_rps: Some(ro_rps),
             planned_mutating_rps: Some(mu_rps),
             forecast_read_only: Some(ro.clone()),
@@ -427,44 +451,17 @@ impl ClientPlan {
         now: ClientPrediction,
         next: ClientPrediction,
     ) -> Vec<ClientRecommendation> {
-        let bounds = client_bounds(policy, self.component);
         placements
             .iter()
             .map(|p| {
                 let current = *cur.client(self.component, &p.name);
-                let cpu_grid = step_box(
-                    current.cpu_cores,
-                    &within_node(&bounds.cpu_cores, p.node_allocatable.cpu_cores),
-                    &policy.step_limits,
-                );
-                let cpu_cores = match self.cpu_needed {
-                    Some(need) => cpu_grid
-                        .ceil(need / policy.max_cpu_utilization)
-                        .unwrap_or(cpu_grid.max),
-                    None => cpu_grid.ceil(current.cpu_cores).unwrap_or(cpu_grid.max),
-                };
-                let peak = self
-                    .peaks
-                    .iter()
-                    .find(|(name, _)| *name == p.name)
-                    .and_then(|(_, peak)| *peak);
-                let memory = MemorySizing {
-                    peak_bytes: peak,
-                    observed_inflight_max: 0.0,
-                    current_bytes: current.memory_bytes,
-                    grid: step_box(
-                        current.memory_bytes,
-                        &within_node(&bounds.memory_bytes, p.node_allocatable.memory_bytes),
-                        &policy.step_limits,
-                    ),
-                    policy: policy.memory,
-                };
+                let (cpu_cores, memory_bytes) = self.resources(policy, p, &current);
                 ClientRecommendation {
                     target: target(p),
                     current,
                     recommended: ClientSettings {
                         cpu_cores,
-                        memory_bytes: memory.bytes(0.0).0,
+                        memory_bytes,
                         ..self.recommended
                     },
                     predicted_current: Some(now.clone()),
@@ -477,6 +474,45 @@ impl ClientPlan {
 }
 
 impl ClientPlan {
+    /// The CPU and memory one replica gets: what the leader needs with headroom, and the
+    /// peak memory with its headroom, within a step of what runs and within its node.
+    fn resources(
+        &self,
+        policy: &Policy,
+        p: &ReplicaPlacement,
+        current: &ClientSettings,
+    ) -> (f64, f64) {
+        let bounds = client_bounds(policy, self.component);
+        let cpu_grid = step_box(
+            current.cpu_cores,
+            &within_node(&bounds.cpu_cores, p.node_allocatable.cpu_cores),
+            &policy.step_limits,
+        );
+        let cpu_cores = match self.cpu_needed {
+            Some(need) => cpu_grid
+                .ceil(need / policy.max_cpu_utilization)
+                .unwrap_or(cpu_grid.max),
+            None => cpu_grid.ceil(current.cpu_cores).unwrap_or(cpu_grid.max),
+        };
+        let peak = self
+            .peaks
+            .iter()
+            .find(|(name, _)| *name == p.name)
+            .and_then(|(_, peak)| *peak);
+        let memory = MemorySizing {
+            peak_bytes: peak,
+            observed_inflight_max: 0.0,
+            current_bytes: current.memory_bytes,
+            grid: step_box(
+                current.memory_bytes,
+                &within_node(&bounds.memory_bytes, p.node_allocatable.memory_bytes),
+                &policy.step_limits,
+            ),
+            policy: policy.memory,
+        };
+        (cpu_cores, memory.bytes(0.0).0)
+    }
+
     /// Raises the recommended QPS (never below what the SLO needs) towards `allowed`, the
     /// most the apiservers can take, within a step of the current value; lowers it only
     /// when the current QPS is above `allowed`. A current QPS between half of that and all
@@ -513,9 +549,45 @@ fn client_bounds(policy: &Policy, component: Component) -> &ClientBounds {
     }
 }
 
+/// The bounds cut to what the node has left; the bound's minimum alone when even that is
+/// more (validation makes every node's minimums fit together).
 fn within_node(bounds: &KnobRange, allocatable: f64) -> KnobRange {
-    // Validation guarantees the minimum fits every node.
-    bounds.within(bounds.min, allocatable).unwrap_or(*bounds)
+    bounds.within(bounds.min, allocatable).unwrap_or(KnobRange {
+        max: bounds.min,
+        ..*bounds
+    })
+}
+
+/// What each named node has left, as the round sizes the replicas on it one by one:
+/// the scheduler's and controller-manager's first (their needs are small and known), then
+/// each apiserver within the rest.
+#[derive(Default)]
+struct NodeBudgets {
+    /// Cores and bytes given so far, by node.
+    given: BTreeMap<String, (f64, f64)>,
+}
+
+impl NodeBudgets {
+    fn left(&self, p: &ReplicaPlacement) -> NodeAllocatable {
+        let (cpu, memory) = p
+            .node
+            .as_ref()
+            .and_then(|n| self.given.get(n))
+            .copied()
+            .unwrap_or_default();
+        NodeAllocatable {
+            cpu_cores: p.node_allocatable.cpu_cores - cpu,
+            memory_bytes: p.node_allocatable.memory_bytes - memory,
+        }
+    }
+
+    fn give(&mut self, p: &ReplicaPlacement, cpu_cores: f64, memory_bytes: f64) {
+        if let Some(n) = &p.node {
+            let given = self.given.entry(n.clone()).or_default();
+            given.0 += cpu_cores;
+            given.1 += memory_bytes;
+        }
+    }
 }
 
 /// QPS and burst on their grids, within a step of the leader's current values.
@@ -770,6 +842,19 @@ fn total_series(
     )
 }
 
+/// Says that no setting within bounds meets the SLOs, by how much, and what it would take.
+fn overload_note(name: &str, problem: &ApiserverProblem, best: &Candidate) -> String {
+    let worst = best.worst().map_or("nothing".to_string(), |v| {
+        format!("{:?} by {:.2}", v.constraint, v.amount)
+    });
+    format!(
+        "apiserver `{name}`: no setting within the bounds meets every SLO; the planned load needs {:.2} cores at {:.0}% CPU, the bounds and node allow {}; with limits at the CPU's knee it rejects what the cores cannot serve and misses {worst}",
+        problem.cores_floor(),
+        100.0 * problem.max_cpu_utilization,
+        problem.cores.max,
+    )
+}
+
 /// Each apiserver's share of the total load (and of the clients' QPS).
 fn load_shares(
     policy: &Policy,
@@ -794,7 +879,7 @@ fn load_shares(
 #[allow(clippy::too_many_arguments)]
 fn apiserver_problem(
     policy: &Policy,
-    placement: &ReplicaPlacement,
+    node: NodeAllocatable,
     sample: &ApiserverSample,
     history: Option<&ReplicaHistory>,
     c: &ApiserverCalibration,
@@ -804,7 +889,6 @@ fn apiserver_problem(
 ) -> ApiserverProblem {
     let b = &policy.bounds.apiserver;
     let steps = &policy.step_limits;
-    let node = &placement.node_allocatable;
     let history_peak = history
         .into_iter()
         .flat_map(|h| h.resident_memory_bytes.iter().flatten())
@@ -819,6 +903,7 @@ fn apiserver_problem(
         .reduce(f64::max);
     let inflight_max =
         sample.read_only.inflight_max.unwrap_or(0.0) + sample.mutating.inflight_max.unwrap_or(0.0);
+    let burst_room = burst_room(sample);
     ApiserverProblem {
         load: ApiserverLoad {
             read_only: ClassLoad {
@@ -848,7 +933,12 @@ fn apiserver_problem(
             &b.max_mutating_requests_inflight,
             steps,
         ),
-        queue_length: step_box(f64::from(current.queue_length), &b.queue_length, steps),
+        queue_length: step_box(
+            f64::from(current.queue_length),
+            &room_bounds(&b.queue_length, burst_room),
+            steps,
+        ),
+        burst_room,
         memory: MemorySizing {
             peak_bytes: peak,
             observed_inflight_max: inflight_max,
@@ -865,6 +955,29 @@ fn apiserver_problem(
         max_cpu_utilization: policy.max_cpu_utilization,
         cost: policy.cost,
     }
+}
+
+/// The least queue room the measured bursts ask for: the most requests of one class seen
+/// in the apiserver at once over the window, and never less than one request. The model's
+/// Poisson arrivals would make the room worth nothing, but real clients come in bursts
+/// (informers relisting after a restart, controllers resyncing, `kubectl get -A`), and an
+/// empty room turns each into 429s. APF cannot hold an empty room either: the updater
+/// writes at least one request per queue of a flow's hand.
+fn burst_room(sample: &ApiserverSample) -> f64 {
+    [sample.read_only.inflight_max, sample.mutating.inflight_max]
+        .into_iter()
+        .flatten()
+        .filter(|v| v.is_finite())
+        .fold(1.0, f64::max)
+}
+
+/// The queue room's bounds from the least the bursts ask for; all at the bounds' maximum
+/// when they ask for more than it.
+fn room_bounds(bounds: &KnobRange, burst_room: f64) -> KnobRange {
+    bounds.within(burst_room, bounds.max).unwrap_or(KnobRange {
+        min: bounds.max,
+        ..*bounds
+    })
 }
 
 /// The candidate with its P99s, which the search itself never needs.
@@ -1011,6 +1124,7 @@ fn hold_only(
                     predicted_current: None,
                     predicted_recommended: None,
                     binding: None,
+                    sized_by: None,
                     planned_read_only_rps: None,
                     planned_mutating_rps: None,
                     forecast_read_only: None,

@@ -59,6 +59,19 @@ pub enum Constraint {
     ClientThrottleP99,
     /// The lowest value the bounds and step limits allow was chosen.
     LowerBound,
+    /// The queue room holds the largest burst measured (and is never empty).
+    BurstRoom,
+    /// Past saturation: a limit at the CPU's knee, as more concurrency adds only latency.
+    CpuKnee,
+}
+
+/// Which constraint sized each limit of a setting: the one that a grid step less would
+/// break (or break by more), or the bound that stopped it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SizedBy {
+    pub max_requests_inflight: Constraint,
+    pub max_mutating_requests_inflight: Constraint,
+    pub queue_length: Constraint,
 }
 
 /// How far a setting misses one constraint: 0 = met; relative excess otherwise.
@@ -114,6 +127,9 @@ pub struct ApiserverProblem {
     pub memory: MemorySizing,
     /// Mutating requests per second this replica must be able to take from the clients.
     pub required_mutating_capacity: f64,
+    /// The least queue room the measured bursts ask for (the queue grid starts there or
+    /// above); reported as the reason when the room sits on it.
+    pub burst_room: f64,
     pub slo: Slo,
     pub max_cpu_utilization: f64,
     pub cost: CostWeights,
@@ -127,6 +143,8 @@ pub struct ApiserverOutcome {
     pub runner_up: Option<Candidate>,
     /// What keeps the best from being cheaper.
     pub binding: Violation,
+    /// What sized each of the best's limits.
+    pub sized_by: SizedBy,
     /// Settings the full model was evaluated at (class solves not counted).
     pub evaluations: usize,
 }
@@ -165,7 +183,7 @@ impl ApiserverProblem {
     }
 
     /// Least cores that can keep the headroom when rejections are within the bound.
-    fn cores_floor(&self) -> f64 {
+    pub fn cores_floor(&self) -> f64 {
         let accepted = (1.0 - self.rejection_target()) * self.offered_cpu();
         (accepted + self.baseline_cpu_cores) / self.max_cpu_utilization
     }
@@ -421,36 +439,42 @@ impl ApiserverProblem {
         Ok(None)
     }
 
-    /// The setting at these cores that misses its constraints by least. Besides the least
-    /// limits that would do at x, a spread of limits down to the minimum is tried: past
-    /// saturation more concurrency only adds latency, so the best miss may have fewer slots.
+    /// The most requests of a class worth running at once on `usable` cores: enough to keep
+    /// the class's share of the CPU busy while each request also waits off-CPU,
+    /// usable · share · (D + T) / D. Past it the cores are saturated and more concurrency
+    /// only stretches every request; APF's seats are meant to stop there.
+    fn knee_limit(&self, class: Class, usable: f64) -> f64 {
+        let load = self.class_load(class);
+        let grid = self.limit_grid(class);
+        let offered = self.offered_cpu();
+        if load.cpu_s <= 0.0 || offered <= 0.0 {
+            return grid.max;
+        }
+        let share = load.cpu_demand_cores() / offered;
+        let knee = usable * share * (load.cpu_s + load.non_cpu_s) / load.cpu_s;
+        grid.ceil(KNEE_MARGIN * knee).unwrap_or(grid.max)
+    }
+
+    /// The setting at these cores that misses its constraints by least. Past saturation no
+    /// limit makes the apiserver faster: APF's seats are meant to stop at the CPU's knee, so
+    /// each class gets the concurrency that keeps its share of the cores busy
+    /// ([`Self::knee_limit`]) and the excess is rejected rather than stretched or left
+    /// idle (searched freely, the limits went to thousands of slots on a saturated
+    /// recording, and to 10 readOnly slots, shedding 83% of reads, at five times the
+    /// example's load). Only the waiting room is chosen, among a few finite values.
     fn least_violating_at(&self, cores: f64, evaluations: &mut usize) -> Result<Candidate> {
         let usable = (cores - self.baseline_cpu_cores).max(1e-9);
-        let mut sharing = self.sharing(usable, self.offered_cpu().min(usable * (1.0 - 1e-9)));
+        let ro = self.knee_limit(Class::ReadOnly, usable);
+        let mu = self.knee_limit(Class::Mutating, usable);
         let mut best: Option<Candidate> = None;
-        for queue in self.queue_length.values() {
-            let mut limits = |class| {
-                let grid = self.limit_grid(class);
-                let mut v = spread(grid, SPREAD_POINTS);
-                v.push(
-                    self.least_limit(class, queue, &mut sharing)
-                        .unwrap_or(grid.max),
-                );
-                v.sort_by(f64::total_cmp);
-                v.dedup();
-                v
-            };
-            for ro in limits(Class::ReadOnly) {
-                for mu in limits(Class::Mutating) {
-                    *evaluations += 1;
-                    let c = self.check(&self.settings(cores, ro, mu, queue))?;
-                    if best
-                        .as_ref()
-                        .is_none_or(|b| c.total_violation() < b.total_violation())
-                    {
-                        best = Some(c);
-                    }
-                }
+        for queue in spread(&self.queue_length, SPREAD_POINTS) {
+            *evaluations += 1;
+            let c = self.check(&self.settings(cores, ro, mu, queue))?;
+            if best
+                .as_ref()
+                .is_none_or(|b| c.total_violation() < b.total_violation())
+            {
+                best = Some(c);
             }
         }
         Ok(best.expect("a grid has at least one value"))
@@ -512,37 +536,121 @@ impl ApiserverProblem {
         match best {
             Some(best) => {
                 let binding = self.binding(best.settings.cpu_cores, &mut evaluations)?;
+                let sized_by = self.sized_by(&best, &mut evaluations)?;
                 Ok(ApiserverOutcome {
                     best,
                     runner_up,
                     binding,
+                    sized_by,
                     evaluations,
                 })
             }
             None => {
                 let best = self.least_violating_at(self.cores.max, &mut evaluations)?;
                 let binding = best.worst().expect("infeasible has a violation");
+                let sized_by = self.sized_by(&best, &mut evaluations)?;
                 Ok(ApiserverOutcome {
                     best,
                     runner_up: None,
                     binding,
+                    sized_by,
                     evaluations,
                 })
             }
         }
+    }
+
+    /// Why each limit of `c` is not a grid step lower: the bound or floor it sits on, the
+    /// knee it is capped at, or the constraint a step less would break by most.
+    fn sized_by(&self, c: &Candidate, evaluations: &mut usize) -> Result<SizedBy> {
+        let s = c.settings;
+        let usable = s.cpu_cores - self.baseline_cpu_cores;
+        let mut limit = |class: Class, value: u32| -> Result<Constraint> {
+            let grid = self.limit_grid(class);
+            let value = f64::from(value);
+            let Some(lower) = grid.floor(value - grid.step).filter(|_| value > grid.min) else {
+                return Ok(Constraint::LowerBound);
+            };
+            if !c.feasible() && usable > 0.0 && value >= self.knee_limit(class, usable) {
+                return Ok(Constraint::CpuKnee);
+            }
+            let mut fewer = s;
+            match class {
+                Class::ReadOnly => fewer.max_requests_inflight = lower as u32,
+                Class::Mutating => fewer.max_mutating_requests_inflight = lower as u32,
+            }
+            self.worsened(c, &fewer, evaluations)
+        };
+        let max_requests_inflight = limit(Class::ReadOnly, s.max_requests_inflight)?;
+        let max_mutating_requests_inflight =
+            limit(Class::Mutating, s.max_mutating_requests_inflight)?;
+        let queue = f64::from(s.queue_length);
+        let grid = &self.queue_length;
+        let queue_length = if queue - grid.step < self.burst_room {
+            Constraint::BurstRoom
+        } else {
+            match grid.floor(queue - grid.step).filter(|_| queue > grid.min) {
+                None => Constraint::LowerBound,
+                Some(lower) => {
+                    let mut less = s;
+                    less.queue_length = lower as u32;
+                    self.worsened(c, &less, evaluations)?
+                }
+            }
+        };
+        Ok(SizedBy {
+            max_requests_inflight,
+            max_mutating_requests_inflight,
+            queue_length,
+        })
+    }
+
+    /// The constraint that `other` misses by most beyond what `c` misses it by; memory's
+    /// bound when none gets worse (the cheaper setting was ruled out only by its cost tie).
+    fn worsened(
+        &self,
+        c: &Candidate,
+        other: &ApiserverSettings,
+        evaluations: &mut usize,
+    ) -> Result<Constraint> {
+        *evaluations += 1;
+        let o = self.check(&self.settings(
+            other.cpu_cores,
+            f64::from(other.max_requests_inflight),
+            f64::from(other.max_mutating_requests_inflight),
+            f64::from(other.queue_length),
+        ))?;
+        let amount = |cand: &Candidate, k: Constraint| {
+            cand.violations
+                .iter()
+                .find(|v| v.constraint == k)
+                .map_or(0.0, |v| v.amount)
+        };
+        Ok(o.violations
+            .iter()
+            .map(|v| (v.constraint, v.amount - amount(c, v.constraint)))
+            .filter(|(_, d)| *d > 0.0)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(Constraint::MemoryBound, |(k, _)| k))
     }
 }
 
 /// Limits tried per class when no setting is feasible.
 const SPREAD_POINTS: usize = 5;
 
-/// `n` grid values spaced geometrically from `min` to `max`, both included.
+/// How far past the CPU's knee a limit may go when nothing is feasible: the knee is a mean,
+/// and a little more concurrency keeps the cores busy through its fluctuations.
+const KNEE_MARGIN: f64 = 1.5;
+
+/// `n` grid values spaced geometrically from `min` to `max`, both included, without repeats.
 fn spread(grid: &KnobRange, n: usize) -> Vec<f64> {
     let lo = grid.min.max(1.0);
     let ratio = (grid.max.max(lo) / lo).powf(1.0 / (n - 1) as f64);
-    (0..n)
-        .filter_map(|i| grid.floor(lo * ratio.powi(i as i32)))
-        .collect()
+    let mut v: Vec<f64> = std::iter::once(grid.min)
+        .chain((0..n).filter_map(|i| grid.floor(lo * ratio.powi(i as i32))))
+        .collect();
+    v.dedup();
+    v
 }
 
 /// The least grid QPS for which `ok` holds (monotone in QPS), or the most if none does.
@@ -622,6 +730,7 @@ mod tests {
                 policy: MemoryPolicy::default(),
             },
             required_mutating_capacity: 0.0,
+            burst_room: 0.0,
             slo: Slo::default(),
             max_cpu_utilization: 0.85,
             cost: CostWeights::default(),

@@ -44,6 +44,7 @@ fn problem(ro_rate: f64, mu_rate: f64, d_ro: f64, t_mu: f64) -> ApiserverProblem
             policy: MemoryPolicy::default(),
         },
         required_mutating_capacity: 0.0,
+        burst_room: 0.0,
         slo: Slo::default(),
         max_cpu_utilization: 0.85,
         cost: CostWeights::default(),
