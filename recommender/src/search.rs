@@ -13,6 +13,11 @@
 //!   at A = offered is enough. Both are found by bisection, as each constraint is monotone
 //!   in the limit; only the few settings between the two bounds need the full model.
 //!
+//! At each core count the queue lengths ascend, and the walk stops at the first whose least
+//! memory is no cheaper than the best setting found: candidates rank by memory, then by
+//! queue, and memory grows with the queue, so no longer queue can win (most rounds bisect
+//! the limits for one or two queue lengths, not for the whole grid).
+//!
 //! Cores ascend; the search stops when even the least memory cannot make more cores
 //! cheaper than the runner-up found so far.
 
@@ -391,8 +396,20 @@ impl ApiserverProblem {
         let offered = self.offered_cpu();
         let mut low = self.sharing(usable, (1.0 - self.rejection_target()) * offered);
         let mut high = self.sharing(usable, offered);
-        let mut options: Vec<(f64, f64, f64)> = Vec::new();
+        // Candidates rank by memory, then smaller queues, then smaller limits. Memory grows
+        // with the queue, so the queues are walked upwards and the walk stops at the first
+        // queue whose least memory (the grids' least limits) is no cheaper than the best
+        // found: that queue and every longer one can only tie it on memory and lose on the
+        // queue, or cost more. Their limits are never bisected.
+        let mut best: Option<Candidate> = None;
         for queue in self.queue_length.values() {
+            let floor = self.settings(cores, self.read_limit.min, self.mutating_limit.min, queue);
+            if best
+                .as_ref()
+                .is_some_and(|b| floor.memory_bytes >= b.settings.memory_bytes)
+            {
+                break;
+            }
             let mut bounds = |class| {
                 let lo = self.least_limit(class, queue, &mut low)?;
                 let hi = self
@@ -403,40 +420,43 @@ impl ApiserverProblem {
             let (Some(ro), Some(mu)) = (bounds(Class::ReadOnly), bounds(Class::Mutating)) else {
                 continue;
             };
-            let step = |g: &KnobRange| g.step;
+            let mut ranked = Vec::new();
             let mut r = ro.0;
             while r <= ro.1 {
                 let mut m = mu.0;
                 while m <= mu.1 {
-                    options.push((r, m, queue));
-                    m += step(&self.mutating_limit);
+                    ranked.push(self.settings(cores, r, m, queue));
+                    m += self.mutating_limit.step;
                 }
-                r += step(&self.read_limit);
+                r += self.read_limit.step;
+            }
+            // Cheapest memory first; ties go to smaller limits.
+            ranked.sort_by(|a, b| {
+                a.memory_bytes
+                    .total_cmp(&b.memory_bytes)
+                    .then(a.max_requests_inflight.cmp(&b.max_requests_inflight))
+                    .then(
+                        a.max_mutating_requests_inflight
+                            .cmp(&b.max_mutating_requests_inflight),
+                    )
+            });
+            for s in ranked {
+                // A shorter queue's best wins ties on memory.
+                if best
+                    .as_ref()
+                    .is_some_and(|b| s.memory_bytes >= b.settings.memory_bytes)
+                {
+                    break;
+                }
+                *evaluations += 1;
+                let c = self.check(&s)?;
+                if c.feasible() {
+                    best = Some(c);
+                    break;
+                }
             }
         }
-        let mut ranked: Vec<ApiserverSettings> = options
-            .into_iter()
-            .map(|(r, m, q)| self.settings(cores, r, m, q))
-            .collect();
-        // Cheapest memory first; ties go to smaller queues, then smaller limits.
-        ranked.sort_by(|a, b| {
-            a.memory_bytes
-                .total_cmp(&b.memory_bytes)
-                .then(a.queue_length.cmp(&b.queue_length))
-                .then(a.max_requests_inflight.cmp(&b.max_requests_inflight))
-                .then(
-                    a.max_mutating_requests_inflight
-                        .cmp(&b.max_mutating_requests_inflight),
-                )
-        });
-        for s in ranked {
-            *evaluations += 1;
-            let c = self.check(&s)?;
-            if c.feasible() {
-                return Ok(Some(c));
-            }
-        }
-        Ok(None)
+        Ok(best)
     }
 
     /// The most requests of a class worth running at once on `usable` cores: enough to keep
