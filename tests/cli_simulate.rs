@@ -101,6 +101,14 @@ fn json_compares_the_three_policies_and_plots_are_written() {
     );
     let activity = &report["policies"][2]["arak"];
     assert_eq!(activity["rounds"], 12, "{activity}");
+    // The room arak leaves APF is what the updater writes: never empty, whole requests per
+    // queue of the default level's hand of 6.
+    for interval in report["policies"][2]["intervals"].as_array().unwrap() {
+        for room in interval["queue_length"].as_array().unwrap() {
+            let room = room.as_u64().unwrap();
+            assert!(room > 0 && room.is_multiple_of(6), "room {room} in {interval}");
+        }
+    }
 
     for name in [
         "simulate-load.svg",

@@ -207,6 +207,13 @@ fn table(r: &Recommendation) -> String {
         for (name, now, next) in rows {
             let _ = writeln!(w, "  {name:<22}{now:>12}{next:>14}");
         }
+        if let Some(s) = &a.sized_by {
+            let _ = writeln!(
+                w,
+                "  sized by              readOnly limit {:?}, mutating limit {:?}, queue {:?}",
+                s.max_requests_inflight, s.max_mutating_requests_inflight, s.queue_length
+            );
+        }
         let pred = |p: &Option<ApiserverPrediction>, f: fn(&ApiserverPrediction) -> String| {
             p.as_ref().map_or("-".into(), f)
         };

@@ -2,8 +2,9 @@
 //! `LoadSnapshot` (as the load fetcher would build it from Prometheus), the real recommender
 //! runs on it, and a `change` is applied to the simulated replicas at once (no rolling: the
 //! simulation has no pods to restart). The flags go through the updater's own command-line
-//! editing, and the simulated components read their limits back from the edited args; CPU,
-//! memory and APF queue room (resources and API objects, not flags) are set directly.
+//! editing, and the simulated components read their limits back from the edited args; CPU and
+//! memory are set directly, and the APF queue room as the updater writes it (whole requests
+//! per queue of a flow's hand), read back at the policy's grid as the controller reads it.
 
 use std::collections::BTreeMap;
 
@@ -16,10 +17,29 @@ use recommender::snapshot::{
     LatencySummary, LoadSnapshot, ProcessSample, Replica, ReplicaHistory, SchedulerSample, Source,
 };
 use recommender::{ApiserverSettings, ClientSettings, CurrentSettings, Policy, recommend};
+use updater::apf::FlowRoom;
 use updater::args::{CommandLine, OwnedFlag, format_number};
 
 use super::workload::Workload;
 use super::world::{ClassObservation, IntervalObservation, Settings};
+
+/// The hand size of Kubernetes' `global-default` priority level, where ordinary clients'
+/// flows queue.
+const GLOBAL_DEFAULT_HAND_SIZE: i32 = 6;
+
+/// The waiting room a flow gets once the updater has written `room` into APF: whole
+/// requests per queue of its hand, at least one, so never exactly what was asked.
+fn written_room(room: u32) -> u32 {
+    let level = FlowRoom {
+        hand_size: GLOBAL_DEFAULT_HAND_SIZE,
+        queue_length_limit: 0,
+    };
+    let written = FlowRoom {
+        queue_length_limit: level.limit_for(room),
+        ..level
+    };
+    u32::try_from(written.room()).unwrap_or(u32::MAX)
+}
 
 /// Unix time of the first simulated midnight (2025-11-25 00:00 UTC): snapshots carry wall
 /// times, and the recommender's cooldown compares them.
@@ -126,7 +146,19 @@ impl<'a> Arak<'a> {
             last_change_unix_s: self.last_change_unix_s,
             apiservers: names(&self.policy.apiservers)
                 .into_iter()
-                .zip(settings.apiservers.iter().copied())
+                .zip(settings.apiservers.iter().map(|&a| {
+                    ApiserverSettings {
+                        // Read back as the controller reads it: the nearest grid point.
+                        queue_length: self
+                            .policy
+                            .bounds
+                            .apiserver
+                            .queue_length
+                            .nearest(f64::from(a.queue_length))
+                            as u32,
+                        ..a
+                    }
+                }))
                 .collect(),
             schedulers: names(&self.policy.schedulers)
                 .into_iter()
@@ -168,7 +200,7 @@ impl<'a> Arak<'a> {
                     &args,
                     OwnedFlag::MaxMutatingRequestsInflight,
                 )?,
-                queue_length: want.queue_length,
+                queue_length: written_room(want.queue_length),
             };
             self.apiserver_args[i] = args;
         }
@@ -386,5 +418,21 @@ fn class_sample(o: &ClassObservation, window_s: f64) -> ClassSample {
         inflight_mean: Some(o.in_system_mean),
         inflight_max: Some(o.in_system_max),
         inqueue_mean: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_room_is_written_in_whole_requests_per_queue_of_a_hand() {
+        assert_eq!(
+            written_room(0),
+            6,
+            "APF holds at least one request per queue"
+        );
+        assert_eq!(written_room(25), 30);
+        assert_eq!(written_room(300), 300);
     }
 }
