@@ -4,11 +4,15 @@
 //! to the policy's priors, and the confidence says so.
 
 use nalgebra::{DMatrix, DVector};
-use queue_model::apiserver::{ClassLimits, ClassLoad, ClassModel, cpu_slowdown};
+use queue_model::apiserver::{
+    ApiserverLoad, ApiserverModel, ApiserverSetting, ClassLimits, ClassLoad, ClassModel,
+    cpu_slowdown,
+};
 use queue_model::scheduler::SchedulerLoad;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{CalibrationPolicy, ClassPrior, ConfidenceLevel, Slo};
+use crate::setting::ApiserverSettings;
 use crate::snapshot::{ClientSample, ReplicaHistory, SchedulerSample};
 
 /// Above this condition number (columns scaled to unit length) the rates move too much
@@ -44,7 +48,63 @@ pub struct ApiserverCalibration {
     pub notes: Vec<String>,
 }
 
+/// What the calibrated model predicts for one apiserver at one load.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PredictionAtLoad {
+    /// CPU in use, the baseline included.
+    pub cpu_cores: f64,
+    pub read_only_p99_s: f64,
+    pub mutating_p99_s: f64,
+    pub read_only_rejection: f64,
+    pub mutating_rejection: f64,
+}
+
 impl ApiserverCalibration {
+    /// The model's prediction for `settings` at the given request rates: what a round
+    /// judges settings by, for judging the model against a window measured after it.
+    /// `None` when the settings leave no CPU beyond the baseline for requests.
+    pub fn predict(
+        &self,
+        settings: &ApiserverSettings,
+        read_only_rps: f64,
+        mutating_rps: f64,
+    ) -> Option<PredictionAtLoad> {
+        let usable = settings.cpu_cores - self.baseline_cpu_cores;
+        if usable <= 0.0 {
+            return None;
+        }
+        let class = |p: ClassPrior, rate: f64| ClassLoad {
+            arrival_rate: rate,
+            cpu_s: p.cpu_s,
+            non_cpu_s: p.non_cpu_s,
+        };
+        let model = ApiserverModel::new(
+            &ApiserverLoad {
+                read_only: class(self.read_only, read_only_rps),
+                mutating: class(self.mutating, mutating_rps),
+            },
+            &ApiserverSetting {
+                cores: usable,
+                read_only: ClassLimits {
+                    concurrency_limit: settings.max_requests_inflight,
+                    queue_length: settings.queue_length,
+                },
+                mutating: ClassLimits {
+                    concurrency_limit: settings.max_mutating_requests_inflight,
+                    queue_length: settings.queue_length,
+                },
+            },
+        )
+        .ok()?;
+        Some(PredictionAtLoad {
+            cpu_cores: model.cpu_used_cores + self.baseline_cpu_cores,
+            read_only_p99_s: model.read_only.response_percentile(0.99),
+            mutating_p99_s: model.mutating.response_percentile(0.99),
+            read_only_rejection: model.read_only.rejection_probability(),
+            mutating_rejection: model.mutating.rejection_probability(),
+        })
+    }
+
     fn priors(policy: &CalibrationPolicy, samples: usize, note: String) -> Self {
         Self {
             read_only: policy.read_only,
@@ -460,6 +520,30 @@ mod tests {
             c.read_only.cpu_s > 0.001 && c.mutating.cpu_s > 0.001,
             "{c:?}"
         );
+    }
+
+    #[test]
+    fn the_prediction_at_a_load_follows_the_costs() {
+        let c = ApiserverCalibration::priors(&CalibrationPolicy::default(), 0, String::new());
+        let settings = ApiserverSettings {
+            cpu_cores: 2.0,
+            memory_bytes: 1e9,
+            max_requests_inflight: 400,
+            max_mutating_requests_inflight: 200,
+            queue_length: 50,
+        };
+        let (ro, mu) = (100.0, 50.0);
+        let p = c.predict(&settings, ro, mu).unwrap();
+        let demand = ro * c.read_only.cpu_s + mu * c.mutating.cpu_s + c.baseline_cpu_cores;
+        assert!((p.cpu_cores - demand).abs() < 1e-3 * demand, "{p:?} vs {demand}");
+        assert!(p.read_only_p99_s > c.read_only.non_cpu_s && p.read_only_rejection < 1e-6);
+        let busier = c.predict(&settings, 4.0 * ro, 4.0 * mu).unwrap();
+        assert!(busier.read_only_p99_s > p.read_only_p99_s);
+        let starved = ApiserverSettings {
+            cpu_cores: c.baseline_cpu_cores,
+            ..settings
+        };
+        assert!(c.predict(&starved, ro, mu).is_none());
     }
 
     #[test]

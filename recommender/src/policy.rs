@@ -612,6 +612,10 @@ impl Policy {
     }
 }
 
+/// The most points a knob's grid may have: the search walks grids, and a step typed a
+/// billion times too small (`step: 1e-9`) would otherwise allocate terabytes.
+const MAX_GRID_POINTS: f64 = 100_000.0;
+
 impl KnobRange {
     fn validate(&self, field: &str, whole: bool) -> Result<()> {
         non_negative(&format!("{field}.min"), self.min)?;
@@ -621,6 +625,16 @@ impl KnobRange {
             return Err(policy_error(
                 format!("{field}.min"),
                 format!("{} is above max {}", self.min, self.max),
+            ));
+        }
+        let points = (self.max - self.min) / self.step + 1.0;
+        if points > MAX_GRID_POINTS {
+            return Err(policy_error(
+                format!("{field}.step"),
+                format!(
+                    "{} makes {points:.3e} grid points from {} to {}; at most {MAX_GRID_POINTS:.0}",
+                    self.step, self.min, self.max
+                ),
             ));
         }
         if whole {
@@ -777,6 +791,13 @@ mod tests {
         let e = p.validate().unwrap_err();
         assert!(e.to_string().contains("cannot fit"), "{e}");
         assert_eq!(field_of(e), "apiservers[1].node_allocatable.cpu_cores");
+
+        // A step a billion times too small is refused, not walked.
+        let mut p = Policy::from_yaml(EXAMPLE).unwrap();
+        p.bounds.scheduler.client_qps.step = 1e-9;
+        let e = p.validate().unwrap_err();
+        assert!(e.to_string().contains("grid points"), "{e}");
+        assert_eq!(field_of(e), "bounds.scheduler.client_qps.step");
     }
 
     #[test]
