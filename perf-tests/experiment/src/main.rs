@@ -49,6 +49,8 @@ enum Command {
     Fidelity(FidelityCommand),
 }
 
+// Parsed once at start-up: the size of the larger variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum FidelityCommand {
     /// Measure the grid on one hosted apiserver into a timestamped directory.

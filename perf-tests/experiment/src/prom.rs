@@ -135,6 +135,34 @@ impl Prometheus {
         }
     }
 
+    /// Every raw sample of a range selector (`metric{...}[30s]`) evaluated at `at`, per
+    /// series, with the scrape timestamps: what was really scraped, not a resampling.
+    pub async fn raw_samples(&self, selector: &str, at: f64) -> Result<Vec<Vec<(f64, f64)>>> {
+        let result = self
+            .client
+            .query(selector)
+            .at(at as i64)
+            .get()
+            .await
+            .map_err(|e| prom_error(selector, e))?;
+        match result.data() {
+            Data::Matrix(m) => Ok(m
+                .iter()
+                .map(|series| {
+                    series
+                        .samples()
+                        .iter()
+                        .map(|s| (s.timestamp(), s.value()))
+                        .collect()
+                })
+                .collect()),
+            _ => Err(Error::Prometheus {
+                query: selector.into(),
+                message: "not a range vector".into(),
+            }),
+        }
+    }
+
     /// Whether the tested apiservers have been scraped at least once.
     pub async fn tested_scraped(&self, at: f64) -> Result<bool> {
         Ok(self

@@ -535,7 +535,7 @@ fn markdown(
         let note = [
             p.error.clone(),
             q.missing.clone(),
-            p.disturbed.as_ref().map(|d| format!("disturbed: {d}")),
+            super::run::disturbed(p).map(|d| format!("disturbed: {d}")),
         ]
         .into_iter()
         .flatten()
@@ -605,14 +605,17 @@ fn markdown(
     for (k, v) in run.versions.iter().chain(run.machine.iter()) {
         let _ = writeln!(t, "- {k}: {v}");
     }
-    let disturbed = points.iter().filter(|p| p.disturbed.is_some()).count();
+    let disturbed = points
+        .iter()
+        .filter(|p| super::run::disturbed(p).is_some())
+        .count();
     let loads: Vec<f64> = points
         .iter()
         .filter_map(|p| p.load_average_end.map(|l| l[0]))
         .collect();
     let _ = writeln!(
         t,
-        "- load average (1 min) at the end of the points: {} – {}; {disturbed} of {} points flagged as disturbed (machine > 90% busy or load average > 3 × cores)",
+        "- load average (1 min) at the end of the points: {} – {}; {disturbed} of {} points flagged as disturbed (1-min load average above 3 × cores at the start or end of the point)",
         loads
             .iter()
             .copied()

@@ -111,8 +111,10 @@ pub fn replica_history(points: &[&PointRecord]) -> ReplicaHistory {
 }
 
 pub fn predict(run: &FidelityRun, points: &[PointRecord]) -> Predictions {
-    let mut policy = CalibrationPolicy::default();
-    policy.min_samples = run.min_samples;
+    let policy = CalibrationPolicy {
+        min_samples: run.min_samples,
+        ..Default::default()
+    };
     let mut quotas: Vec<f64> = points.iter().map(|p| p.quota_cores).collect();
     quotas.sort_by(f64::total_cmp);
     quotas.dedup_by(|a, b| same(*a, *b));
