@@ -362,8 +362,9 @@ fn markdown(
          `recommender::calibrate::calibrate_apiserver` on the apiserver's 5 s history of the \
          points at limits {} and loads {} (all mixes), then predicted every point with \
          `queue_model::apiserver::ApiserverModel` at cores = quota − calibrated baseline, queue \
-         length {} (APF's handSize × queueLengthLimit), and the measured offered rate per class, \
-         as `recommender::search` checks a setting. Errors are scored on the held-out points \
+         length {} (APF's handSize × queueLengthLimit) and, per class, the offered rate (the \
+         larger of what reached the apiserver and what stress-test sent), as \
+         `recommender::search` checks a setting. Errors are scored on the held-out points \
          offered 20–100% of the estimated capacity.\n",
         points.len(),
         run.point_s,

@@ -175,7 +175,15 @@ fn predict_point(
         out.missing = Some("the point failed".into());
         return out;
     }
-    let offered = |class: &str| p.classes.get(class).map_or(0.0, |m| m.offered_rps);
+    // What the load user sent, if more than reached the apiserver: past saturation requests
+    // wait on the client's connections (HTTP/2 streams) before the apiserver counts them,
+    // and the model's arrivals are the offered load, not what got through.
+    let offered = |class: &str| {
+        p.classes.get(class).map_or(0.0, |m| {
+            let sent = m.client.as_ref().map_or(0.0, |c| c.sent_rps);
+            m.offered_rps.max(sent)
+        })
+    };
     let load = ApiserverLoad {
         read_only: ClassLoad {
             arrival_rate: offered("readOnly"),
