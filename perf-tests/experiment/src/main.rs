@@ -1,10 +1,12 @@
-//! `experiment run` compares the test control plane run three ways — `native` (Kubernetes
-//! defaults), `static` (over-provisioned) and `arak` (native, tuned by `arak run` in Auto
-//! mode) — under the same stress-test and density load; `experiment report` turns the
-//! results directory into docs/results.md with SVG plots. `experiment fidelity run` measures
+//! `experiment run --scenario overload` compares the test control plane run three ways —
+//! `native` (Kubernetes defaults), `static` (over-provisioned) and `arak` (native, tuned by
+//! `arak run` in Auto mode, warmed up first) — under a load above native's capacity, which
+//! `experiment capacity` measures; `experiment report` merges results directories of one
+//! scenario into docs/results.md with intervals and SVG plots. `experiment fidelity run` measures
 //! arak's apiserver model against a real kube-apiserver and `experiment fidelity report`
 //! writes docs/model-fidelity.md. perf-tests/run-experiment wraps them all.
 
+mod arak_log;
 mod density;
 mod doc;
 mod error;
@@ -15,14 +17,15 @@ mod procs;
 mod prom;
 mod report;
 mod run;
+mod slo;
+mod stats;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::model::Config;
+use crate::model::{Config, Scenario, ScenarioParams};
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -35,10 +38,14 @@ struct Cli {
 enum Command {
     /// Run every configuration `--reps` times, interleaved, into a timestamped directory.
     Run(RunArgs),
-    /// Write docs/results.md (and its SVGs next to it) from a results directory.
+    /// Measure native's capacity: a rate sweep until an SLO is missed (capacity.json).
+    Capacity(CapacityArgs),
+    /// Write docs/results.md (and its SVGs next to it) from results directories of one
+    /// scenario with the same parameters, merged.
     Report {
-        /// The directory `run` wrote.
-        dir: PathBuf,
+        /// The directories `run` wrote.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
         /// Where the report goes; the plots go into the same directory.
         #[arg(long, default_value = "docs/results.md")]
         out: PathBuf,
@@ -113,41 +120,16 @@ struct FidelityArgs {
     repo: PathBuf,
 }
 
+/// The tested cluster and the binaries both `run` and `capacity` need.
 #[derive(clap::Args)]
-struct RunArgs {
-    /// Repetitions of each configuration.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=20))]
-    reps: u32,
-    /// Configurations, in the order each repetition runs them.
-    #[arg(long, value_delimiter = ',', default_value = "native,static,arak")]
-    configs: Vec<Config>,
-    /// Results directory (default: perf-tests/results/<UTC timestamp>).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// The stress-test rate profile (stress-test's `--profile` syntax).
-    #[arg(long, default_value = "steps:100,200,300,400@30s")]
-    stress_profile: String,
-    /// Pod counts for `stress-test density`, one step each after the stress profile.
-    #[arg(long, value_delimiter = ',', default_value = "100,300")]
-    density_pods: Vec<u32>,
-    /// Timeout of each density step (stress-test's duration syntax).
-    #[arg(long, default_value = "3m")]
-    density_timeout: String,
+struct HarnessArgs {
     /// Base port of the loopback cluster each run starts (it uses base .. base+99).
     #[arg(long, default_value_t = 27000)]
     base_port: u16,
     /// Fake KWOK nodes of the tested cluster (110 pods each).
     #[arg(long, default_value_t = 5)]
     tested_nodes: u32,
-    /// Idle seconds between the cluster being up and the load.
-    #[arg(long, default_value_t = 20)]
-    warmup_s: u64,
-    /// arak's round interval (ControlPlaneTuning intervalSeconds).
-    #[arg(long, default_value_t = 5)]
-    arak_interval_s: u32,
     /// The binaries (perf-tests/run-experiment builds them in release mode and passes them).
-    #[arg(long)]
-    arak: PathBuf,
     #[arg(long)]
     stress_test: PathBuf,
     #[arg(long)]
@@ -155,6 +137,82 @@ struct RunArgs {
     /// The repository root (perf-tests/cluster, config/).
     #[arg(long, default_value = ".")]
     repo: PathBuf,
+}
+
+/// The capacity sweep.
+#[derive(clap::Args)]
+struct SweepArgs {
+    /// Rates tried in order (stress-test's default mix, the ordinary load user), req/s.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "200,300,400,500,650,800,1000,1250,1600"
+    )]
+    sweep_rates: Vec<u32>,
+    /// Seconds of load per rate (its first 5 s left out).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(15..=600))]
+    sweep_point_s: u64,
+}
+
+#[derive(clap::Args)]
+struct CapacityArgs {
+    /// Results directory (default: perf-tests/results/<UTC timestamp>-capacity).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    sweep: SweepArgs,
+    #[command(flatten)]
+    harness: HarnessArgs,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// What the experiment sets out to show.
+    #[arg(long, value_enum)]
+    scenario: Scenario,
+    /// native's capacity, req/s; without it a capacity sweep runs first, into the results.
+    #[arg(long)]
+    capacity: Option<f64>,
+    /// The offered load as a multiple of the capacity.
+    #[arg(long, default_value_t = 1.3)]
+    load_factor: f64,
+    /// Length of the measured window, seconds.
+    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u64).range(30..=3600))]
+    measured_s: u64,
+    /// After the measured window, change the load to this rate and time the adaptation.
+    #[arg(long)]
+    step_to: Option<u32>,
+    /// Longest warm-up arak gets to converge, seconds (recorded when it times out).
+    #[arg(long, default_value_t = 420)]
+    warmup_timeout_s: u64,
+    /// Warm-up of native and static, seconds (default: the median arak needed so far).
+    #[arg(long)]
+    warmup_s: Option<u64>,
+    /// Repetitions of each configuration.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+    reps: u32,
+    /// Configurations, in the order each repetition runs them (arak first, so native and
+    /// static can warm up for the median arak needed).
+    #[arg(long, value_delimiter = ',', default_value = "arak,native,static")]
+    configs: Vec<Config>,
+    /// Results directory (default: perf-tests/results/<UTC timestamp>-<scenario>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Pod counts for `stress-test density` after the window (none by default).
+    #[arg(long, value_delimiter = ',')]
+    density_pods: Vec<u32>,
+    /// Timeout of each density step (stress-test's duration syntax).
+    #[arg(long, default_value = "3m")]
+    density_timeout: String,
+    /// arak's round interval (ControlPlaneTuning intervalSeconds).
+    #[arg(long, default_value_t = 5)]
+    arak_interval_s: u32,
+    #[arg(long)]
+    arak: PathBuf,
+    #[command(flatten)]
+    sweep: SweepArgs,
+    #[command(flatten)]
+    harness: HarnessArgs,
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` of a unix time (civil-from-days, proleptic Gregorian).
@@ -193,6 +251,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => runtime.block_on(run_command(args)),
+        Command::Capacity(args) => runtime.block_on(capacity_command(args)),
         Command::Fidelity(FidelityCommand::Run(args)) => runtime.block_on(fidelity_command(args)),
         Command::Fidelity(FidelityCommand::Report { dir, out }) => fidelity::doc::write(&dir, &out)
             .map(|files| {
@@ -200,7 +259,7 @@ fn main() -> ExitCode {
                     println!("wrote {}", f.display());
                 }
             }),
-        Command::Report { dir, out } => doc::write(&dir, &out).map(|files| {
+        Command::Report { dirs, out } => doc::write(&dirs, &out).map(|files| {
             for f in files {
                 println!("wrote {}", f.display());
             }
@@ -219,7 +278,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run_command(args: RunArgs) -> error::Result<()> {
+/// The repository root, checked, and the harness with its binaries checked.
+fn harness(args: HarnessArgs) -> error::Result<run::Harness> {
     let repo = std::fs::canonicalize(&args.repo)
         .map_err(error::Error::io(format!("{}", args.repo.display())))?;
     if !repo.join("perf-tests/cluster").is_file() {
@@ -228,13 +288,7 @@ async fn run_command(args: RunArgs) -> error::Result<()> {
             repo.display()
         )));
     }
-    if args.configs.is_empty() {
-        return Err(error::Error::Invalid(
-            "--configs names no configuration".into(),
-        ));
-    }
     for (name, path) in [
-        ("--arak", &args.arak),
         ("--stress-test", &args.stress_test),
         ("--node-agent", &args.node_agent),
     ] {
@@ -245,28 +299,106 @@ async fn run_command(args: RunArgs) -> error::Result<()> {
             )));
         }
     }
-    let started = run::now();
-    let out = args.out.unwrap_or_else(|| {
-        repo.join("perf-tests/results")
-            .join(utc_timestamp(started).replace(':', ""))
-    });
+    Ok(run::Harness {
+        repo,
+        base_port: args.base_port,
+        tested_nodes: args.tested_nodes,
+        stress_test: args.stress_test,
+        node_agent: args.node_agent,
+    })
+}
+
+fn sweep_plan(args: SweepArgs) -> error::Result<run::SweepPlan> {
+    if args.sweep_rates.is_empty() || args.sweep_rates.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(error::Error::Invalid(
+            "--sweep-rates must name rising rates".into(),
+        ));
+    }
+    Ok(run::SweepPlan {
+        rates: args.sweep_rates,
+        point_s: args.sweep_point_s,
+    })
+}
+
+fn results_dir(repo: &std::path::Path, suffix: &str) -> PathBuf {
+    repo.join("perf-tests/results").join(format!(
+        "{}-{suffix}",
+        utc_timestamp(run::now()).replace(':', "")
+    ))
+}
+
+async fn capacity_command(args: CapacityArgs) -> error::Result<()> {
+    let harness = harness(args.harness)?;
+    let sweep = sweep_plan(args.sweep)?;
+    let out = args
+        .out
+        .unwrap_or_else(|| results_dir(&harness.repo, "capacity"));
+    run::capacity(&harness, &sweep, &out).await?;
+    println!("{}", out.join("capacity.json").display());
+    Ok(())
+}
+
+async fn run_command(args: RunArgs) -> error::Result<()> {
+    let harness = harness(args.harness)?;
+    let sweep = sweep_plan(args.sweep)?;
+    if args.configs.is_empty() {
+        return Err(error::Error::Invalid(
+            "--configs names no configuration".into(),
+        ));
+    }
+    if !args.arak.is_file() {
+        return Err(error::Error::Invalid(format!(
+            "--arak {}: no such file",
+            args.arak.display()
+        )));
+    }
+    if !(args.load_factor > 0.0 && args.load_factor <= 10.0)
+        || args.capacity.is_some_and(|c| c.is_nan() || c <= 0.0)
+    {
+        return Err(error::Error::Invalid(
+            "--load-factor must be in (0, 10] and --capacity above 0".into(),
+        ));
+    }
+    let out = args
+        .out
+        .unwrap_or_else(|| results_dir(&harness.repo, args.scenario.name()));
+    let (capacity_rps, capacity_source) = match args.capacity {
+        Some(c) => (c, "given (--capacity)".to_owned()),
+        None => {
+            let swept = run::capacity(&harness, &sweep, &out).await?;
+            let c = swept.capacity_rps.ok_or_else(|| {
+                error::Error::Invalid(format!(
+                    "the capacity sweep found no rate within the SLOs ({}); see {}",
+                    swept.stopped_because,
+                    out.join("capacity.json").display()
+                ))
+            })?;
+            (c, "sweep (capacity.json)".to_owned())
+        }
+    };
     let command_line = std::env::var("ARAK_EXPERIMENT_COMMAND")
         .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
     let plan = run::Plan {
-        repo,
+        params: ScenarioParams {
+            scenario: args.scenario,
+            capacity_rps,
+            capacity_source,
+            load_factor: args.load_factor,
+            rate_rps: (capacity_rps * args.load_factor).round() as u32,
+            measured_s: args.measured_s,
+            step_to_rps: args.step_to,
+            warmup_timeout_s: args.warmup_timeout_s,
+            warmup_s: args.warmup_s,
+            tested_nodes: harness.tested_nodes,
+            arak_interval_s: args.arak_interval_s,
+            density_pods: args.density_pods,
+        },
+        harness,
         out,
         reps: args.reps,
         configs: args.configs,
-        stress_profile: args.stress_profile,
-        density_pods: args.density_pods,
         density_timeout: args.density_timeout,
-        base_port: args.base_port,
-        tested_nodes: args.tested_nodes,
-        warmup: Duration::from_secs(args.warmup_s),
-        arak_interval_s: args.arak_interval_s,
         arak: args.arak,
-        stress_test: args.stress_test,
-        node_agent: args.node_agent,
         command_line,
     };
     let dir = run::run(plan).await?;

@@ -55,6 +55,114 @@ impl FromStr for Config {
     }
 }
 
+/// What an experiment sets out to show, one per invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// A load above native's measured capacity, held for minutes.
+    Overload,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Overload => "overload",
+        }
+    }
+
+    /// Written into experiment.json and the report before any result exists.
+    pub fn hypothesis(self) -> &'static str {
+        match self {
+            Scenario::Overload => {
+                "Held above the capacity of native's settings, native's apiservers queue and \
+                 reject. arak, warmed up on the same load until it stops changing anything, \
+                 gives them the CPU and concurrency its model says the load needs, so in the \
+                 measured window its P99 per request class is at least 40% lower than \
+                 native's, with at most 1e-4 of requests answered 429, and without a roll \
+                 inside the window."
+            }
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Everything that makes two result directories the same experiment: `report` merges only
+/// directories whose parameters are equal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioParams {
+    pub scenario: Scenario,
+    /// native's capacity: the highest rate of the sweep within the SLOs, or `--capacity`.
+    pub capacity_rps: f64,
+    /// Where the capacity came from (`sweep` or `given`).
+    pub capacity_source: String,
+    pub load_factor: f64,
+    /// The offered load during the warm-up and the measured window.
+    pub rate_rps: u32,
+    pub measured_s: u64,
+    /// The load after the measured window, if the run has a step.
+    pub step_to_rps: Option<u32>,
+    /// Longest warm-up arak gets to converge.
+    pub warmup_timeout_s: u64,
+    /// Warm-up of native and static; None: the median arak needed in the runs before.
+    pub warmup_s: Option<u64>,
+    pub tested_nodes: u32,
+    pub arak_interval_s: u32,
+    pub density_pods: Vec<u32>,
+}
+
+/// One rate of the capacity sweep (native, stress-test's default mix, the load user).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CapacityPoint {
+    pub rate_rps: u32,
+    pub served_rps: Option<f64>,
+    pub rejected_share: Option<f64>,
+    /// P99 by class over the point's window (its first seconds left out), seconds.
+    pub p99_s: BTreeMap<String, f64>,
+    pub client_p99_ms: Option<f64>,
+    pub within_slo: bool,
+}
+
+/// `capacity.json`: the sweep that sets the overload scenario's rate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CapacitySweep {
+    pub started_utc: String,
+    pub point_s: u64,
+    pub points: Vec<CapacityPoint>,
+    /// The highest rate within the SLOs; None if even the first missed them.
+    pub capacity_rps: Option<f64>,
+    pub stopped_because: String,
+    pub load_average_start: Option<[f64; 3]>,
+    pub load_average_end: Option<[f64; 3]>,
+}
+
+/// The untimed warm-up before the measured window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Warmup {
+    pub rate_rps: u32,
+    pub length_s: f64,
+    /// arak runs: its rounds and changes in the warm-up, and whether it converged (two
+    /// consecutive settled rounds, no roll under way) before the timeout.
+    pub arak_rounds: Option<usize>,
+    pub arak_applies: Option<usize>,
+    pub converged: Option<bool>,
+}
+
+/// The load after the step and how the apiservers met the SLOs in 15-s windows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepResult {
+    pub rate_rps: u32,
+    pub start_unix_s: f64,
+    pub end_unix_s: f64,
+    pub windows: Vec<crate::slo::SloWindow>,
+    pub time_to_adapt_s: Option<f64>,
+    pub slo_miss_min: f64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -69,7 +177,7 @@ pub struct ClassLatency {
     pub p99_s: Option<f64>,
 }
 
-/// The stress-test step profile and what the tested apiservers did under it.
+/// The measured window's load and what the tested apiservers did under it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StressResult {
     pub profile: String,
@@ -85,7 +193,7 @@ pub struct StressResult {
     pub client_sent: Option<f64>,
     pub client_throttled: Option<f64>,
     pub client_p99_ms: Option<f64>,
-    /// P99 per class over time: (seconds since the stress step began, seconds).
+    /// P99 per class over time: (seconds since the measured window began, seconds).
     pub p99_series: BTreeMap<String, Vec<(f64, f64)>>,
 }
 
@@ -108,7 +216,7 @@ pub struct DensityResult {
 /// numbers, `cpu` = the container's CPU limit, else its request, in cores).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SettingsSample {
-    /// Seconds since the run's stress step began (negative before it).
+    /// Seconds since the measured window began (negative in the warm-up).
     pub t_s: f64,
     pub values: BTreeMap<String, f64>,
 }
@@ -124,6 +232,10 @@ pub struct ArakOutcome {
     pub last_decisions: Vec<String>,
     /// Lines of its log at WARN or ERROR (at most a few dozen).
     pub problems: Vec<String>,
+    /// The status' last recommendation (with the model's predictions for the running and
+    /// the recommended settings) and prediction errors, read at the end of the window.
+    pub recommendation: Option<serde_json::Value>,
+    pub model_error: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,16 +253,18 @@ pub struct RunRecord {
     pub density: Vec<DensityResult>,
     pub density_note: Option<String>,
     /// Core-seconds of the tested control plane (apiservers, controller-manager, scheduler,
-    /// etcd) from the start of the stress step to the end of the density steps.
+    /// etcd) over the measured window.
     pub cpu_core_seconds: Option<f64>,
     pub cpu_by_job: BTreeMap<String, f64>,
     /// Highest summed RSS of the tested apiservers, controller-manager and scheduler.
     pub peak_rss_bytes: Option<f64>,
     pub settings: Vec<SettingsSample>,
     pub arak: Option<ArakOutcome>,
-    /// arak runs: how long after the warm-up arak took to finish its first changes.
-    #[serde(default)]
-    pub arak_settle_s: Option<f64>,
+    pub warmup: Option<Warmup>,
+    /// arak runs: decisions that applied a change inside the measured window (they count
+    /// against arak: its roll is in the numbers).
+    pub applies_in_window: Vec<String>,
+    pub step: Option<StepResult>,
 }
 
 impl RunRecord {
@@ -173,7 +287,9 @@ impl RunRecord {
             peak_rss_bytes: None,
             settings: Vec::new(),
             arak: None,
-            arak_settle_s: None,
+            warmup: None,
+            applies_in_window: Vec::new(),
+            step: None,
         }
     }
 
@@ -183,13 +299,15 @@ impl RunRecord {
 }
 
 /// The experiment as a whole: how it was started and on what.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Experiment {
+    pub params: ScenarioParams,
+    pub hypothesis: String,
     pub started_utc: String,
     pub command: String,
     pub reps: u32,
     pub configs: Vec<Config>,
-    pub stress_profile: String,
+    pub warmup_command: String,
     pub stress_command: String,
     pub density_pods: Vec<u32>,
     pub density_command: Option<String>,

@@ -154,8 +154,8 @@ pub fn write_all(records: &[RunRecord], dir: &Path) -> Result<Vec<PathBuf>> {
             }
         }
         panels.push(Panel {
-            title: format!("{label} P99 under the stress-test steps (20 s windows)"),
-            x_label: "seconds since the load began",
+            title: format!("{label} P99 in the measured window (20 s windows)"),
+            x_label: "seconds since the window began",
             y_label: "P99 (ms)".into(),
             lines,
         });
@@ -207,7 +207,7 @@ pub fn write_all(records: &[RunRecord], dir: &Path) -> Result<Vec<PathBuf>> {
         }
         panels.push(Panel {
             title: format!("{title}, first repetition"),
-            x_label: "seconds since the load began",
+            x_label: "seconds since the window began (negative: warm-up)",
             y_label: unit.into(),
             lines,
         });
@@ -234,7 +234,7 @@ pub fn write_all(records: &[RunRecord], dir: &Path) -> Result<Vec<PathBuf>> {
                             .throughput_p50
                     })
                     .collect();
-                Some((f64::from(n), crate::report::spread(&values)?.median))
+                Some((f64::from(n), crate::stats::summarise(&values)?.median))
             })
             .collect();
         if !points.is_empty() {

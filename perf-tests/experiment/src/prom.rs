@@ -35,6 +35,13 @@ pub fn class_quantile(quantile: f64, matchers: &str, window: &str) -> String {
     )
 }
 
+/// Share of the tested apiservers' requests answered 429 over `[window]` (0 without 429s).
+pub fn rejected_share(window: &str) -> String {
+    format!(
+        "(sum(increase(apiserver_request_total{{{APISERVER},code=\"429\"}}[{window}])) or vector(0)) / sum(increase(apiserver_request_total{{{APISERVER}}}[{window}]))"
+    )
+}
+
 /// Whole seconds, at least one scrape interval's worth of samples.
 pub fn window(seconds: f64) -> String {
     format!("{}s", seconds.ceil().max(10.0) as u64)
@@ -193,21 +200,8 @@ impl Prometheus {
     }
 
     pub async fn rejected_share(&self, start: f64, end: f64) -> Result<Option<f64>> {
-        let w = window(end - start);
-        let query = format!(
-            "sum(increase(apiserver_request_total{{{APISERVER},code=\"429\"}}[{w}])) or vector(0)"
-        );
-        let rejected = self.scalar(&query, end).await?;
-        let all = self
-            .scalar(
-                &format!("sum(increase(apiserver_request_total{{{APISERVER}}}[{w}]))"),
-                end,
-            )
-            .await?;
-        Ok(match (rejected, all) {
-            (Some(r), Some(a)) if a > 0.0 => Some(r / a),
-            _ => None,
-        })
+        self.scalar(&rejected_share(&window(end - start)), end)
+            .await
     }
 
     pub async fn served_rps(&self, start: f64, end: f64) -> Result<Option<f64>> {

@@ -1,5 +1,11 @@
 //! `experiment run`: every configuration, interleaved over repetitions, on a fresh hosted
-//! test control plane each time; one JSON file per run.
+//! test control plane each time, one JSON file per run; and `experiment capacity`, the rate
+//! sweep that finds where native's settings stop meeting the SLOs.
+//!
+//! A run of the overload scenario: the cluster comes up, one stress-test process offers the
+//! scenario's rate from then on; arak (arak runs) is warmed up on it until its rounds settle,
+//! native and static get a warm-up of the same length; then the measured window, then
+//! optionally a step to another rate, timed until the apiservers are back within the SLOs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -11,31 +17,48 @@ use tokio::process::Child;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    ArakOutcome, ClassLatency, Config, DensityResult, Experiment, RunRecord, SettingsSample,
-    Status, StressResult,
+    ArakOutcome, CapacityPoint, CapacitySweep, ClassLatency, Config, DensityResult, Experiment,
+    RunRecord, ScenarioParams, SettingsSample, Status, StepResult, StressResult, Warmup,
 };
 use crate::procs::{self, command, output, stop};
 use crate::prom::{self, Prometheus};
+use crate::slo;
+
+/// Where the tested cluster runs and with which binaries: shared by `run` and `capacity`.
+pub struct Harness {
+    pub repo: PathBuf,
+    pub base_port: u16,
+    pub tested_nodes: u32,
+    pub stress_test: PathBuf,
+    pub node_agent: PathBuf,
+}
+
+/// The capacity sweep's rates, in the order tried, and seconds per rate.
+pub struct SweepPlan {
+    pub rates: Vec<u32>,
+    pub point_s: u64,
+}
 
 /// What `run` was asked to do.
 pub struct Plan {
-    pub repo: PathBuf,
+    pub harness: Harness,
     pub out: PathBuf,
+    pub params: ScenarioParams,
     pub reps: u32,
     pub configs: Vec<Config>,
-    pub stress_profile: String,
-    pub density_pods: Vec<u32>,
     pub density_timeout: String,
-    pub base_port: u16,
-    pub tested_nodes: u32,
-    /// Idle time after the cluster is up, before the load (Prometheus windows, arak's first rounds).
-    pub warmup: Duration,
-    pub arak_interval_s: u32,
     pub arak: PathBuf,
-    pub stress_test: PathBuf,
-    pub node_agent: PathBuf,
     pub command_line: String,
 }
+
+/// native and static warm up this long when no arak run has converged before them and no
+/// `--warmup-s` was given: about what arak needs here (calibration, one roll, two rounds).
+const FALLBACK_WARMUP_S: f64 = 180.0;
+/// Seconds at the start of a capacity point left out: stress-test's first arrivals and the
+/// apiservers' first queues.
+const SWEEP_SKIP_S: f64 = 5.0;
+/// One more scrape (every 5 s) so the window's last samples are in Prometheus.
+const SCRAPE_WAIT: Duration = Duration::from_secs(7);
 
 pub fn now() -> f64 {
     SystemTime::now()
@@ -60,35 +83,53 @@ pub fn load_average() -> Option<[f64; 3]> {
     Some([it.next()??, it.next()??, it.next()??])
 }
 
-/// Which subcommand of stress-test makes the CRUD load: older builds take the load flags
-/// at the top level, newer ones under `run`.
+/// Whether this stress-test build has the subcommand.
 async fn stress_subcommand(stress_test: &Path, name: &str) -> bool {
     let mut c = command(stress_test);
     c.args([name, "--help"]);
     output(c).await.is_ok()
 }
 
+/// The median of what arak needed to converge so far, None before the first arak run.
+fn median_warmup(records: &[RunRecord]) -> Option<f64> {
+    let lengths: Vec<f64> = records
+        .iter()
+        .filter(|r| r.config == Config::Arak)
+        .filter_map(|r| r.warmup.as_ref())
+        .map(|w| w.length_s)
+        .collect();
+    crate::stats::summarise(&lengths).map(|s| s.median)
+}
+
 pub async fn run(plan: Plan) -> Result<PathBuf> {
     std::fs::create_dir_all(&plan.out)
         .map_err(Error::io(format!("creating {}", plan.out.display())))?;
-    let stress_prefix: Vec<&str> = if stress_subcommand(&plan.stress_test, "run").await {
-        vec!["run"]
-    } else {
-        vec![]
+    let p = &plan.params;
+    let density =
+        !p.density_pods.is_empty() && stress_subcommand(&plan.harness.stress_test, "density").await;
+    let measured = match p.step_to_rps {
+        Some(s) => format!(
+            "; after the window, a second process: stress-test --kubeconfig $ARAK_TESTED_LOAD_KUBECONFIG --rps {s} --duration {}s --seed REP --output json --report step.json",
+            p.measured_s
+        ),
+        None => String::new(),
     };
-    let density = stress_subcommand(&plan.stress_test, "density").await;
     let mut experiment = Experiment {
+        params: plan.params.clone(),
+        hypothesis: p.scenario.hypothesis().into(),
         started_utc: crate::utc_timestamp(now()),
         command: plan.command_line.clone(),
         reps: plan.reps,
         configs: plan.configs.clone(),
-        stress_profile: plan.stress_profile.clone(),
-        stress_command: format!(
-            "stress-test {}--kubeconfig $ARAK_TESTED_LOAD_KUBECONFIG --profile {} --output json --report stress.json",
-            stress_prefix.iter().map(|s| format!("{s} ")).collect::<String>(),
-            plan.stress_profile
+        warmup_command: format!(
+            "stress-test --kubeconfig $ARAK_TESTED_LOAD_KUBECONFIG --rps {} --duration <warm-up timeout + window + 60 s> --seed REP --output json --report load.json",
+            p.rate_rps
         ),
-        density_pods: if density { plan.density_pods.clone() } else { vec![] },
+        stress_command: format!(
+            "the same process goes on for the {} s measured window, then is stopped{measured}",
+            p.measured_s
+        ),
+        density_pods: if density { p.density_pods.clone() } else { vec![] },
         density_command: density.then(|| {
             format!(
                 "stress-test density --kubeconfig $ARAK_TESTED_LOAD_KUBECONFIG --pods N --namespace density-N --timeout {} --report density-N.json",
@@ -97,44 +138,41 @@ pub async fn run(plan: Plan) -> Result<PathBuf> {
         }),
         arak_command: "arak run --tuning control-plane --namespace tested-cp --kubeconfig <management> --tested-kubeconfig <tested> --prometheus-url <management Prometheus> --fetch-config fetch.yaml --soak 3s --pod-ready-timeout 3m --log-format json".into(),
         arak_policy: Value::Null,
-        versions: versions(&plan).await,
+        versions: versions(&plan.harness, Some(&plan.arak)).await,
         machine: machine(),
     };
-    if !density {
-        progress(
-            "`stress-test density` is not available in this build: the density part is skipped",
-        );
-    }
     write_json(&plan.out.join("experiment.json"), &experiment)?;
 
     let total = plan.reps * plan.configs.len() as u32;
-    let mut index = 0;
+    let mut records: Vec<RunRecord> = Vec::new();
     let mut interrupted = false;
     'reps: for rep in 1..=plan.reps {
         for &config in &plan.configs {
-            index += 1;
-            let state_dir =
-                std::env::temp_dir().join(format!("arak-experiment-{}", std::process::id()));
+            let index = records.len() as u32 + 1;
+            let state_dir = state_dir();
             let mut record = RunRecord::new(index, config, rep, now());
             record.load_average_start = load_average();
             progress(format!("run {index}/{total}: {config}, repetition {rep}"));
             let started = Instant::now();
+            let warmup = p
+                .warmup_s
+                .map(|s| s as f64)
+                .unwrap_or_else(|| median_warmup(&records).unwrap_or(FALLBACK_WARMUP_S));
             let mut ctx = RunCtx {
                 plan: &plan,
                 state_dir: state_dir.clone(),
                 run_dir: plan.out.join(format!("run-{index:02}-{config}-{rep}")),
-                stress_prefix: &stress_prefix,
                 density,
+                warmup: Duration::from_secs_f64(warmup),
                 arak: None,
+                load: None,
                 policy: Value::Null,
             };
             let outcome = tokio::select! {
                 r = ctx.run(&mut record) => r,
                 _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
             };
-            if let Some(mut arak) = ctx.arak.take() {
-                stop(&mut arak, Duration::from_secs(20)).await;
-            }
+            ctx.stop_all().await;
             if experiment.arak_policy.is_null() && !ctx.policy.is_null() {
                 experiment.arak_policy = ctx.policy.clone();
                 write_json(&plan.out.join("experiment.json"), &experiment)?;
@@ -142,14 +180,12 @@ pub async fn run(plan: Plan) -> Result<PathBuf> {
             match outcome {
                 Ok(()) => record.status = Status::Ok,
                 Err(e) => {
-                    if matches!(e, Error::Interrupted) {
-                        interrupted = true;
-                    }
+                    interrupted = matches!(e, Error::Interrupted);
                     record.reason = Some(e.to_string());
                     progress(format!("run {index}/{total} FAILED: {e}"));
                 }
             }
-            cluster_down(&plan, &state_dir).await;
+            cluster_down(&plan.harness, &state_dir).await;
             record.finished_unix_s = now();
             record.load_average_end = load_average();
             write_json(&plan.out.join(record.file_name()), &record)?;
@@ -163,6 +199,7 @@ pub async fn run(plan: Plan) -> Result<PathBuf> {
                 started.elapsed().as_secs_f64(),
                 record.load_average_end.unwrap_or_default()
             ));
+            records.push(record);
             if interrupted {
                 break 'reps;
             }
@@ -174,24 +211,281 @@ pub async fn run(plan: Plan) -> Result<PathBuf> {
     Ok(plan.out.clone())
 }
 
-async fn cluster_down(plan: &Plan, state_dir: &Path) {
+fn state_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("arak-experiment-{}", std::process::id()))
+}
+
+/// Brings native up, offers each rate of the sweep for `point_s` and stops at the first
+/// that misses an SLO; writes `capacity.json` into `out`.
+pub async fn capacity(harness: &Harness, sweep: &SweepPlan, out: &Path) -> Result<CapacitySweep> {
+    std::fs::create_dir_all(out).map_err(Error::io(format!("creating {}", out.display())))?;
+    let mut result = CapacitySweep {
+        started_utc: crate::utc_timestamp(now()),
+        point_s: sweep.point_s,
+        load_average_start: load_average(),
+        ..Default::default()
+    };
+    let state_dir = state_dir();
+    let run_dir = out.join("capacity");
+    progress("capacity sweep on native");
+    let outcome = tokio::select! {
+        r = sweep_points(harness, sweep, &state_dir, &run_dir, &mut result) => r,
+        _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
+    };
+    cluster_down(harness, &state_dir).await;
+    result.load_average_end = load_average();
+    if let Err(e) = &outcome {
+        result.stopped_because = format!("failed: {e}");
+    }
+    write_json(&out.join("capacity.json"), &result)?;
+    outcome?;
+    progress(format!(
+        "capacity: {} ({})",
+        result
+            .capacity_rps
+            .map_or("none within the SLOs".into(), |c| format!("{c} req/s")),
+        result.stopped_because
+    ));
+    Ok(result)
+}
+
+async fn sweep_points(
+    harness: &Harness,
+    sweep: &SweepPlan,
+    state_dir: &Path,
+    run_dir: &Path,
+    into: &mut CapacitySweep,
+) -> Result<()> {
+    let (env, prometheus) = cluster_up(harness, state_dir, run_dir, Config::Native).await?;
+    into.stopped_because = "every rate was within the SLOs".into();
+    for &rate in &sweep.rates {
+        let report = run_dir.join(format!("stress-{rate}.json"));
+        let mut stress = command(&harness.stress_test);
+        stress
+            .args(["--kubeconfig", env.get("ARAK_TESTED_LOAD_KUBECONFIG")?])
+            .args(["--rps", &rate.to_string()])
+            .args(["--duration", &format!("{}s", sweep.point_s)])
+            .args(["--output", "json", "--seed", "1"])
+            .arg("--report")
+            .arg(&report);
+        let spawned = now();
+        procs::logged(
+            stress,
+            &run_dir.join(format!("stress-{rate}.log")),
+            Duration::from_secs(sweep.point_s + 300),
+        )
+        .await?;
+        let (start, end) = load_window(&report, spawned, sweep.point_s as f64);
+        tokio::time::sleep(SCRAPE_WAIT).await;
+        let window = measure_window(&prometheus, start + SWEEP_SKIP_S, end).await?;
+        let mut point = CapacityPoint {
+            rate_rps: rate,
+            served_rps: window.served_rps,
+            rejected_share: window.rejected_share,
+            client_p99_ms: std::fs::read_to_string(&report)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .and_then(|j| j["overall"]["latency_ms"]["p99"].as_f64()),
+            ..Default::default()
+        };
+        point.p99_s = window
+            .classes
+            .iter()
+            .filter_map(|(c, l)| Some((c.clone(), l.p99_s?)))
+            .collect();
+        point.within_slo = slo::within(&point.p99_s, point.rejected_share);
+        progress(format!(
+            "  {rate} req/s: served {}, 429 share {}, P99 {}",
+            fmt_n(point.served_rps),
+            fmt_share(point.rejected_share),
+            point
+                .p99_s
+                .iter()
+                .map(|(c, v)| format!("{c} {}", fmt_s(Some(*v))))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let within = point.within_slo;
+        into.points.push(point);
+        if within {
+            into.capacity_rps = Some(f64::from(rate));
+        } else {
+            into.stopped_because = format!(
+                "{rate} req/s missed an SLO (P99 over {} s or 429 share over {})",
+                slo::P99_LIMIT_S[0].1,
+                slo::REJECTED_LIMIT
+            );
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The load's window from stress-test's report (its arrivals start after the setup), else
+/// from when the process was started.
+fn load_window(report: &Path, spawned: f64, length_s: f64) -> (f64, f64) {
+    let json = std::fs::read_to_string(report)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+    let start = json
+        .as_ref()
+        .and_then(|j| j["started_unix_s"].as_f64())
+        .unwrap_or(spawned);
+    let elapsed = json
+        .as_ref()
+        .and_then(|j| j["elapsed_s"].as_f64())
+        .unwrap_or(length_s);
+    (start, start + elapsed)
+}
+
+/// Latency per class, 429 share and served rate of the tested apiservers over a window.
+async fn measure_window(prometheus: &Prometheus, start: f64, end: f64) -> Result<StressResult> {
+    let mut result = StressResult {
+        start_unix_s: start,
+        end_unix_s: end,
+        ..Default::default()
+    };
+    let w = prom::window(end - start);
+    for (class, matchers) in prom::CLASSES {
+        let latency = ClassLatency {
+            p50_s: prometheus
+                .scalar(&prom::class_quantile(0.5, matchers, &w), end)
+                .await?,
+            p99_s: prometheus
+                .scalar(&prom::class_quantile(0.99, matchers, &w), end)
+                .await?,
+        };
+        result.classes.insert(class.into(), latency);
+        let series = prometheus
+            .range(
+                &prom::class_quantile(0.99, matchers, "20s"),
+                start,
+                end,
+                5.0,
+            )
+            .await?;
+        result.p99_series.insert(
+            class.into(),
+            series.into_iter().map(|(t, v)| (t - start, v)).collect(),
+        );
+    }
+    result.rejected_share = prometheus.rejected_share(start, end).await?;
+    result.served_rps = prometheus.served_rps(start, end).await?;
+    Ok(result)
+}
+
+/// The 15-s SLO windows of `[start, end]`, each read at its end.
+async fn slo_windows(prometheus: &Prometheus, start: f64, end: f64) -> Result<Vec<slo::SloWindow>> {
+    let w = format!("{}s", slo::WINDOW_S as u64);
+    let first = start + slo::WINDOW_S;
+    let mut p99: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for (class, matchers) in prom::CLASSES {
+        p99.insert(
+            class.into(),
+            prometheus
+                .range(
+                    &prom::class_quantile(0.99, matchers, &w),
+                    first,
+                    end,
+                    slo::WINDOW_S,
+                )
+                .await?,
+        );
+    }
+    let rejected = prometheus
+        .range(&prom::rejected_share(&w), first, end, slo::WINDOW_S)
+        .await?;
+    let mut windows = Vec::new();
+    let mut t = first;
+    while t <= end + 0.5 {
+        // Range queries step from `first` (whole seconds): match samples to the nearest step.
+        let at = |series: &[(f64, f64)]| {
+            series
+                .iter()
+                .find(|(ts, _)| (ts - t).abs() < 1.0)
+                .map(|&(_, v)| v)
+        };
+        let p99_s: BTreeMap<String, f64> = p99
+            .iter()
+            .filter_map(|(c, series)| Some((c.clone(), at(series)?)))
+            .collect();
+        let rejected_share = at(&rejected);
+        windows.push(slo::SloWindow {
+            t_s: t - start,
+            within: slo::within(&p99_s, rejected_share),
+            p99_s,
+            rejected_share,
+        });
+        t += slo::WINDOW_S;
+    }
+    Ok(windows)
+}
+
+async fn cluster_down(harness: &Harness, state_dir: &Path) {
     if !state_dir.exists() {
         return;
     }
-    let mut c = command(plan.repo.join("perf-tests/cluster"));
+    let mut c = command(harness.repo.join("perf-tests/cluster"));
     c.arg("down").arg("--state-dir").arg(state_dir);
     if let Err(e) = output(c).await {
         progress(format!("cluster down: {e}"));
     }
 }
 
+/// A fresh hosted control plane in `config`'s overlay, once Prometheus scrapes it.
+async fn cluster_up(
+    harness: &Harness,
+    state_dir: &Path,
+    run_dir: &Path,
+    config: Config,
+) -> Result<(ClusterEnv, Prometheus)> {
+    std::fs::create_dir_all(run_dir).map_err(Error::io("creating the run directory"))?;
+    let log = run_dir.join("cluster-up.log");
+    let mut up = command(harness.repo.join("perf-tests/cluster"));
+    up.arg("up")
+        .arg("--hosted")
+        .args(["--nodes", "1"])
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(["--base-port", &harness.base_port.to_string()])
+        .args(["--owner-pid", &std::process::id().to_string()])
+        .env("ARAK_HOSTED_VARIANT", config.variant())
+        .env("ARAK_HOSTED_NODES", harness.tested_nodes.to_string())
+        .env("ARAK_NODE_AGENT", &harness.node_agent)
+        .env("ARAK_CLUSTER_TIMEOUT", "240");
+    let t = Instant::now();
+    procs::logged(up, &log, Duration::from_secs(420)).await?;
+    progress(format!(
+        "  hosted control plane ({} overlay) up in {:.0} s",
+        config.variant(),
+        t.elapsed().as_secs_f64()
+    ));
+    let mut env_cmd = command(harness.repo.join("perf-tests/cluster"));
+    env_cmd.arg("env").arg("--state-dir").arg(state_dir);
+    let env = ClusterEnv(parse_env(&output(env_cmd).await?));
+    let prometheus = Prometheus::new(env.get("PROMETHEUS_URL")?)?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !prometheus.tested_scraped(now()).await.unwrap_or(false) {
+        if Instant::now() > deadline {
+            return Err(Error::Invalid(
+                "Prometheus never scraped the tested apiservers".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    Ok((env, prometheus))
+}
+
 struct RunCtx<'a> {
     plan: &'a Plan,
     state_dir: PathBuf,
     run_dir: PathBuf,
-    stress_prefix: &'a [&'a str],
     density: bool,
+    /// native's and static's warm-up.
+    warmup: Duration,
     arak: Option<Child>,
+    /// The stress-test process offering the scenario's rate.
+    load: Option<Child>,
     policy: Value,
 }
 
@@ -223,41 +517,8 @@ pub fn parse_env(text: &str) -> HashMap<String, String> {
 impl RunCtx<'_> {
     async fn run(&mut self, record: &mut RunRecord) -> Result<()> {
         let plan = self.plan;
-        std::fs::create_dir_all(&self.run_dir).map_err(Error::io("creating the run directory"))?;
-        let log = self.run_dir.join("cluster-up.log");
-        let mut up = command(plan.repo.join("perf-tests/cluster"));
-        up.arg("up")
-            .arg("--hosted")
-            .args(["--nodes", "1"])
-            .arg("--state-dir")
-            .arg(&self.state_dir)
-            .args(["--base-port", &plan.base_port.to_string()])
-            .args(["--owner-pid", &std::process::id().to_string()])
-            .env("ARAK_HOSTED_VARIANT", record.config.variant())
-            .env("ARAK_HOSTED_NODES", plan.tested_nodes.to_string())
-            .env("ARAK_NODE_AGENT", &plan.node_agent)
-            .env("ARAK_CLUSTER_TIMEOUT", "240");
-        let t = Instant::now();
-        procs::logged(up, &log, Duration::from_secs(420)).await?;
-        progress(format!(
-            "  hosted control plane ({} overlay) up in {:.0} s",
-            record.config.variant(),
-            t.elapsed().as_secs_f64()
-        ));
-        let mut env_cmd = command(plan.repo.join("perf-tests/cluster"));
-        env_cmd.arg("env").arg("--state-dir").arg(&self.state_dir);
-        let env = ClusterEnv(parse_env(&output(env_cmd).await?));
-        let prometheus = Prometheus::new(env.get("PROMETHEUS_URL")?)?;
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !prometheus.tested_scraped(now()).await.unwrap_or(false) {
-            if Instant::now() > deadline {
-                return Err(Error::Invalid(
-                    "Prometheus never scraped the tested apiservers".into(),
-                ));
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-
+        let (env, prometheus) =
+            cluster_up(&plan.harness, &self.state_dir, &self.run_dir, record.config).await?;
         if record.config == Config::Arak {
             self.start_arak(&env).await?;
             progress("  arak run started (Auto)");
@@ -269,38 +530,18 @@ impl RunCtx<'_> {
             env.get("ARAK_TESTED_NAMESPACE")?.to_owned(),
             settings.clone(),
         ));
-        progress(format!("  warming up for {:?}", plan.warmup));
-        tokio::time::sleep(plan.warmup).await;
-        if record.config == Config::Arak {
-            // arak decides on the idle cluster first (with no history it may shrink it); the
-            // load should meet the control plane it chose, not a roll half done.
-            let t = Instant::now();
-            let settled = self.wait_arak_settled(&env, Duration::from_secs(240)).await;
-            record.arak_settle_s = Some(t.elapsed().as_secs_f64());
-            progress(format!(
-                "  arak {} after {:.0} s more",
-                if settled {
-                    "settled (no roll under way)"
-                } else {
-                    "still rolling; starting the load anyway"
-                },
-                t.elapsed().as_secs_f64()
-            ));
-        }
-
-        let result = self.workload(record, &env, &prometheus).await;
+        let result = self.load_phases(record, &env, &prometheus).await;
         poller.abort();
-        let stress_start = record
+        let window_start = record
             .stress
             .as_ref()
-            .map(|s| s.start_unix_s)
-            .unwrap_or(record.started_unix_s);
+            .map_or(record.started_unix_s, |s| s.start_unix_s);
         record.settings = settings
             .lock()
             .map(|s| {
                 s.iter()
                     .map(|(t, values)| SettingsSample {
-                        t_s: t - stress_start,
+                        t_s: t - window_start,
                         values: values.clone(),
                     })
                     .collect()
@@ -312,91 +553,131 @@ impl RunCtx<'_> {
         result
     }
 
-    async fn workload(
+    /// Warm-up, measured window, step and density, on one cluster.
+    async fn load_phases(
         &mut self,
         record: &mut RunRecord,
         env: &ClusterEnv,
         prometheus: &Prometheus,
     ) -> Result<()> {
         let plan = self.plan;
-        let load_kubeconfig = env.get("ARAK_TESTED_LOAD_KUBECONFIG")?;
-        progress(format!(
-            "  stress-test step profile {}",
-            plan.stress_profile
-        ));
-        let report = self.run_dir.join("stress.json");
-        let mut stress = command(&plan.stress_test);
-        stress
-            .args(self.stress_prefix)
-            .args(["--kubeconfig", load_kubeconfig])
-            .args(["--profile", &plan.stress_profile])
-            .args(["--output", "json", "--seed", &format!("{}", record.rep)])
+        let p = &plan.params;
+        let load_kubeconfig = env.get("ARAK_TESTED_LOAD_KUBECONFIG")?.to_owned();
+        // One process from the warm-up to the window's end, so the load never pauses for
+        // stress-test's setup between them (a pause would be a load change arak reacts to).
+        let longest = p.warmup_timeout_s + p.measured_s + 60;
+        let mut load = command(&plan.harness.stress_test);
+        load.args(["--kubeconfig", &load_kubeconfig])
+            .args(["--rps", &p.rate_rps.to_string()])
+            .args(["--duration", &format!("{longest}s")])
+            .args(["--output", "json", "--seed", &record.rep.to_string()])
             .arg("--report")
-            .arg(&report);
-        let start = now();
-        procs::logged(
-            stress,
-            &self.run_dir.join("stress.log"),
-            Duration::from_secs(600),
-        )
-        .await?;
-        let end = now();
-        // The last samples of the window need one more scrape.
-        tokio::time::sleep(Duration::from_secs(7)).await;
-        let mut result = StressResult {
-            profile: plan.stress_profile.clone(),
-            start_unix_s: start,
-            end_unix_s: end,
+            .arg(self.run_dir.join("load.json"));
+        self.load = Some(spawn_logged(load, &self.run_dir.join("load.log"))?);
+        let warm_start = Instant::now();
+        let mut warmup = Warmup {
+            rate_rps: p.rate_rps,
             ..Default::default()
         };
-        let w = prom::window(end - start);
-        for (class, matchers) in prom::CLASSES {
-            let latency = ClassLatency {
-                p50_s: prometheus
-                    .scalar(&prom::class_quantile(0.5, matchers, &w), end)
-                    .await?,
-                p99_s: prometheus
-                    .scalar(&prom::class_quantile(0.99, matchers, &w), end)
-                    .await?,
-            };
-            result.classes.insert(class.into(), latency);
-            let series = prometheus
-                .range(
-                    &prom::class_quantile(0.99, matchers, "20s"),
-                    start,
-                    end + 20.0,
-                    5.0,
-                )
+        if record.config == Config::Arak {
+            progress(format!(
+                "  warm-up at {} req/s until arak settles (at most {} s)",
+                p.rate_rps, p.warmup_timeout_s
+            ));
+            let converged = self
+                .wait_arak_converged(env, Duration::from_secs(p.warmup_timeout_s))
                 .await?;
-            result.p99_series.insert(
-                class.into(),
-                series.into_iter().map(|(t, v)| (t - start, v)).collect(),
-            );
+            let log = std::fs::read_to_string(self.arak_log()).unwrap_or_default();
+            let decisions = crate::arak_log::decisions(&log);
+            warmup.arak_rounds = Some(decisions.len());
+            warmup.arak_applies = Some(crate::arak_log::applies(&decisions).len());
+            warmup.converged = Some(converged);
+        } else {
+            progress(format!(
+                "  warm-up at {} req/s for {:.0} s",
+                p.rate_rps,
+                self.warmup.as_secs_f64()
+            ));
+            let deadline = warm_start + self.warmup;
+            while Instant::now() < deadline {
+                self.check_load()?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
         }
-        result.rejected_share = prometheus.rejected_share(start, end).await?;
-        result.served_rps = prometheus.served_rps(start, end).await?;
-        if let Ok(text) = std::fs::read_to_string(&report)
-            && let Ok(json) = serde_json::from_str::<Value>(&text)
-        {
-            let overall = &json["overall"];
-            result.client_sent = overall["sent"].as_f64();
-            result.client_throttled = overall["throttled_429"].as_f64();
-            result.client_p99_ms = overall["latency_ms"]["p99"].as_f64();
-        }
+        warmup.length_s = warm_start.elapsed().as_secs_f64();
         progress(format!(
-            "  stress done: P99 mutating {} read {} list {}, 429 share {}",
+            "  warm-up {:.0} s{}",
+            warmup.length_s,
+            match warmup.converged {
+                Some(true) => ", arak converged",
+                Some(false) => ", arak did NOT converge (timed out)",
+                None => "",
+            }
+        ));
+        record.warmup = Some(warmup);
+
+        let decisions_before = crate::arak_log::decisions(
+            &std::fs::read_to_string(self.arak_log()).unwrap_or_default(),
+        )
+        .len();
+        let start = now();
+        progress(format!("  measured window, {} s", p.measured_s));
+        let deadline = Instant::now() + Duration::from_secs(p.measured_s);
+        while Instant::now() < deadline {
+            self.check_load()?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let end = now();
+        if let Some(mut load) = self.load.take() {
+            stop(&mut load, Duration::from_secs(5)).await;
+        }
+        if record.config == Config::Arak {
+            let log = std::fs::read_to_string(self.arak_log()).unwrap_or_default();
+            let decisions = crate::arak_log::decisions(&log);
+            record.applies_in_window =
+                crate::arak_log::applies(&decisions[decisions_before.min(decisions.len())..])
+                    .into_iter()
+                    .map(|l| l.chars().take(2000).collect())
+                    .collect();
+        }
+        if let Some(step_to) = p.step_to_rps {
+            record.step = Some(self.step(&load_kubeconfig, record.rep, step_to).await?);
+        }
+        tokio::time::sleep(SCRAPE_WAIT).await;
+        let mut result = measure_window(prometheus, start, end).await?;
+        result.profile = format!("const:{}@{}s", p.rate_rps, p.measured_s);
+        progress(format!(
+            "  window: P99 mutating {} read {} list {}, 429 share {}, served {} req/s",
             fmt_s(result.classes.get("mutating").and_then(|c| c.p99_s)),
             fmt_s(result.classes.get("read").and_then(|c| c.p99_s)),
             fmt_s(result.classes.get("list").and_then(|c| c.p99_s)),
-            result
-                .rejected_share
-                .map_or("-".into(), |s| format!("{:.2}%", s * 100.0)),
+            fmt_share(result.rejected_share),
+            fmt_n(result.served_rps),
         ));
         record.stress = Some(result);
-
+        record.cpu_by_job = prometheus.cpu_core_seconds(start, end).await?;
+        record.cpu_core_seconds = Some(record.cpu_by_job.values().sum());
+        record.peak_rss_bytes = prometheus.peak_rss(start, end).await?;
+        if let Some(step) = record.step.as_mut() {
+            step.windows = slo_windows(prometheus, step.start_unix_s, step.end_unix_s).await?;
+            step.time_to_adapt_s = slo::time_to_adapt(&step.windows);
+            step.slo_miss_min = slo::miss_minutes(&step.windows);
+            progress(format!(
+                "  step to {} req/s: back within the SLOs after {}, {:.2} SLO-miss minutes",
+                step.rate_rps,
+                step.time_to_adapt_s
+                    .map_or("never".into(), |t| format!("{t:.0} s")),
+                step.slo_miss_min
+            ));
+        }
+        progress(format!(
+            "  control plane CPU {:.1} core-s, peak RSS {:.0} MiB",
+            record.cpu_core_seconds.unwrap_or(f64::NAN),
+            record.peak_rss_bytes.unwrap_or(f64::NAN) / 1_048_576.0
+        ));
         if self.density {
-            for &pods in &plan.density_pods {
-                let d = self.density(load_kubeconfig, pods).await;
+            for &pods in &p.density_pods {
+                let d = self.density(&load_kubeconfig, pods).await;
                 progress(format!(
                     "  density {pods} pods: {}",
                     if d.ok {
@@ -412,26 +693,111 @@ impl RunCtx<'_> {
                 ));
                 record.density.push(d);
             }
-        } else {
+        } else if !p.density_pods.is_empty() {
             record.density_note =
                 Some("stress-test density was not available in this build".into());
         }
-        let end_all = now();
-        tokio::time::sleep(Duration::from_secs(7)).await;
-        record.cpu_by_job = prometheus.cpu_core_seconds(start, end_all).await?;
-        record.cpu_core_seconds = Some(record.cpu_by_job.values().sum());
-        record.peak_rss_bytes = prometheus.peak_rss(start, end_all).await?;
-        progress(format!(
-            "  control plane CPU {:.1} core-s, peak RSS {:.0} MiB",
-            record.cpu_core_seconds.unwrap_or(f64::NAN),
-            record.peak_rss_bytes.unwrap_or(f64::NAN) / 1_048_576.0
-        ));
         Ok(())
+    }
+
+    /// The load after the measured window: a second process at the new rate (its setup is
+    /// a short pause in the load, part of the change).
+    async fn step(&mut self, kubeconfig: &str, rep: u32, rate: u32) -> Result<StepResult> {
+        let length_s = self.plan.params.measured_s;
+        progress(format!("  step to {rate} req/s for {length_s} s"));
+        let report = self.run_dir.join("step.json");
+        let mut stress = command(&self.plan.harness.stress_test);
+        stress
+            .args(["--kubeconfig", kubeconfig])
+            .args(["--rps", &rate.to_string()])
+            .args(["--duration", &format!("{length_s}s")])
+            .args(["--output", "json", "--seed", &rep.to_string()])
+            .arg("--report")
+            .arg(&report);
+        let spawned = now();
+        procs::logged(
+            stress,
+            &self.run_dir.join("step.log"),
+            Duration::from_secs(length_s + 600),
+        )
+        .await?;
+        let (start, end) = load_window(&report, spawned, length_s as f64);
+        Ok(StepResult {
+            rate_rps: rate,
+            start_unix_s: start,
+            end_unix_s: end,
+            ..Default::default()
+        })
+    }
+
+    /// An error if the load process has ended before it was stopped.
+    fn check_load(&mut self) -> Result<()> {
+        let Some(load) = self.load.as_mut() else {
+            return Ok(());
+        };
+        match load.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(Error::Command {
+                command: "stress-test (the scenario's load)".into(),
+                status: status.to_string(),
+                output: procs::tail(
+                    &std::fs::read_to_string(self.run_dir.join("load.log")).unwrap_or_default(),
+                    25,
+                ),
+            }),
+            Err(e) => Err(Error::io("waiting for stress-test")(e)),
+        }
+    }
+
+    /// Stops what the run started, load first (arak is stopped by `arak_outcome`, or here
+    /// when the run failed before it).
+    async fn stop_all(&mut self) {
+        if let Some(mut load) = self.load.take() {
+            stop(&mut load, Duration::from_secs(5)).await;
+        }
+        if let Some(mut arak) = self.arak.take() {
+            stop(&mut arak, Duration::from_secs(20)).await;
+        }
+    }
+
+    /// Until arak's last two rounds settled and no StatefulSet is mid-roll; false at `limit`.
+    async fn wait_arak_converged(&mut self, env: &ClusterEnv, limit: Duration) -> Result<bool> {
+        let deadline = Instant::now() + limit;
+        let kubectl = PathBuf::from(env.get("ARAK_TOOLS_BIN")?).join("kubectl");
+        let kubeconfig = env.get("KUBECONFIG")?;
+        let namespace = env.get("ARAK_TESTED_NAMESPACE")?;
+        while Instant::now() < deadline {
+            self.check_load()?;
+            let log = std::fs::read_to_string(self.arak_log()).unwrap_or_default();
+            if crate::arak_log::converged(&crate::arak_log::decisions(&log)) {
+                let mut get = command(&kubectl);
+                get.args([
+                    "--kubeconfig",
+                    kubeconfig,
+                    "-n",
+                    namespace,
+                    "get",
+                    "statefulsets",
+                    "-o",
+                    "json",
+                ]);
+                if output(get)
+                    .await
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                    .is_some_and(|list| all_rolled_out(&list))
+                {
+                    return Ok(true);
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        Ok(false)
     }
 
     async fn density(&self, kubeconfig: &str, pods: u32) -> DensityResult {
         let report = self.run_dir.join(format!("density-{pods}.json"));
-        let mut c = command(&self.plan.stress_test);
+        let mut c = command(&self.plan.harness.stress_test);
         c.arg("density")
             .args(["--kubeconfig", kubeconfig])
             .args(["--pods", &pods.to_string()])
@@ -493,7 +859,7 @@ impl RunCtx<'_> {
         ]);
         output(wait).await?;
 
-        let policy = policy(&plan.repo, env)?;
+        let policy = policy(&plan.harness.repo, env)?;
         self.policy = policy.clone();
         let tuning = json!({
             "apiVersion": "arak.io/v1alpha1",
@@ -501,7 +867,7 @@ impl RunCtx<'_> {
             "metadata": {"name": "control-plane", "namespace": namespace},
             "spec": {
                 "mode": "Auto",
-                "intervalSeconds": plan.arak_interval_s,
+                "intervalSeconds": plan.params.arak_interval_s,
                 "windowSeconds": 30,
                 "historySeconds": 120,
                 "policy": policy,
@@ -530,50 +896,16 @@ impl RunCtx<'_> {
             .args(["--prometheus-url", env.get("PROMETHEUS_URL")?])
             .arg("--fetch-config")
             .arg(&fetch)
-            .args(["--listen", &format!("127.0.0.1:{}", plan.base_port + 49)])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", plan.harness.base_port + 49),
+            ])
             .args(["--soak", "3s", "--pod-ready-timeout", "3m"])
             .env("RUST_LOG", "arak=info,updater=info")
             .stdout(std::process::Stdio::null())
             .stderr(log);
         self.arak = Some(c.spawn().map_err(Error::io("starting arak run"))?);
         Ok(())
-    }
-
-    /// Until arak has made at least two decisions and no StatefulSet is mid-roll (or `limit`).
-    async fn wait_arak_settled(&self, env: &ClusterEnv, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        let (Ok(bin), Ok(kubeconfig), Ok(namespace)) = (
-            env.get("ARAK_TOOLS_BIN"),
-            env.get("KUBECONFIG"),
-            env.get("ARAK_TESTED_NAMESPACE"),
-        ) else {
-            return false;
-        };
-        while Instant::now() < deadline {
-            let log = std::fs::read_to_string(self.arak_log()).unwrap_or_default();
-            let decisions = log.lines().filter(|l| l.contains("\"decision\"")).count();
-            let mut get = command(PathBuf::from(bin).join("kubectl"));
-            get.args([
-                "--kubeconfig",
-                kubeconfig,
-                "-n",
-                namespace,
-                "get",
-                "statefulsets",
-                "-o",
-                "json",
-            ]);
-            let rolled_out = output(get)
-                .await
-                .ok()
-                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                .is_some_and(|list| all_rolled_out(&list));
-            if decisions >= 2 && rolled_out {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-        false
     }
 
     fn arak_log(&self) -> PathBuf {
@@ -586,7 +918,7 @@ impl RunCtx<'_> {
         }
         let mut outcome = ArakOutcome::default();
         let log = std::fs::read_to_string(self.arak_log()).unwrap_or_default();
-        let decisions: Vec<&str> = log.lines().filter(|l| l.contains("\"decision\"")).collect();
+        let decisions = crate::arak_log::decisions(&log);
         outcome.last_decisions = decisions[decisions.len().saturating_sub(8)..]
             .iter()
             .map(|l| l.chars().take(2000).collect())
@@ -627,10 +959,30 @@ impl RunCtx<'_> {
                 outcome.acted = status["lastApplied"].is_object();
                 outcome.last_applied = Some(status["lastApplied"].clone()).filter(|v| !v.is_null());
                 outcome.conditions = Some(status["conditions"].clone()).filter(|v| !v.is_null());
+                outcome.recommendation =
+                    Some(status["recommendation"].clone()).filter(|v| !v.is_null());
+                outcome.model_error = Some(status["modelError"].clone()).filter(|v| !v.is_null());
             }
         }
         outcome
     }
+}
+
+/// Starts `command` with stdout and stderr appended to `log`; the caller stops it.
+fn spawn_logged(mut command: tokio::process::Command, log: &Path) -> Result<Child> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(Error::io(format!("opening {}", log.display())))?;
+    let err = file
+        .try_clone()
+        .map_err(Error::io("duplicating a log handle"))?;
+    command
+        .stdout(file)
+        .stderr(err)
+        .spawn()
+        .map_err(Error::io(format!("starting {}", log.display())))
 }
 
 /// The example policy (config/examples/policy.yaml) for the hosted control plane: replicas
@@ -788,6 +1140,10 @@ fn fmt_s(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{:.0} ms", v * 1000.0))
 }
 
+fn fmt_share(v: Option<f64>) -> String {
+    v.map_or("-".into(), |s| format!("{:.3}%", s * 100.0))
+}
+
 fn fmt_n(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.1}"))
 }
@@ -797,14 +1153,13 @@ pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     std::fs::write(path, text + "\n").map_err(Error::io(format!("writing {}", path.display())))
 }
 
-async fn versions(plan: &Plan) -> BTreeMap<String, String> {
+pub async fn versions(harness: &Harness, arak: Option<&Path>) -> BTreeMap<String, String> {
     let mut versions = BTreeMap::new();
     let tools = std::env::var("ARAK_TOOLS_BIN").ok().map(PathBuf::from);
     let mut probes: Vec<(String, PathBuf, Vec<&str>)> = vec![
-        ("arak".into(), plan.arak.clone(), vec!["--version"]),
         (
             "stress-test".into(),
-            plan.stress_test.clone(),
+            harness.stress_test.clone(),
             vec!["--version"],
         ),
         ("rustc".into(), "rustc".into(), vec!["--version"]),
@@ -813,13 +1168,16 @@ async fn versions(plan: &Plan) -> BTreeMap<String, String> {
             "git".into(),
             vec![
                 "-C",
-                plan.repo.to_str().unwrap_or("."),
+                harness.repo.to_str().unwrap_or("."),
                 "describe",
                 "--always",
                 "--dirty",
             ],
         ),
     ];
+    if let Some(arak) = arak {
+        probes.push(("arak".into(), arak.to_owned(), vec!["--version"]));
+    }
     if let Some(bin) = tools {
         probes.push((
             "kube-apiserver".into(),
