@@ -377,7 +377,8 @@ async fn measure_window(prometheus: &Prometheus, start: f64, end: f64) -> Result
 /// The 15-s SLO windows of `[start, end]`, each read at its end.
 async fn slo_windows(prometheus: &Prometheus, start: f64, end: f64) -> Result<Vec<slo::SloWindow>> {
     let w = format!("{}s", slo::WINDOW_S as u64);
-    let first = start + slo::WINDOW_S;
+    // Whole seconds: Prometheus steps a range query from its integer start.
+    let first = (start + slo::WINDOW_S).floor();
     let mut p99: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for (class, matchers) in prom::CLASSES {
         p99.insert(
@@ -398,11 +399,10 @@ async fn slo_windows(prometheus: &Prometheus, start: f64, end: f64) -> Result<Ve
     let mut windows = Vec::new();
     let mut t = first;
     while t <= end + 0.5 {
-        // Range queries step from `first` (whole seconds): match samples to the nearest step.
         let at = |series: &[(f64, f64)]| {
             series
                 .iter()
-                .find(|(ts, _)| (ts - t).abs() < 1.0)
+                .find(|(ts, _)| (ts - t).abs() < 0.5)
                 .map(|&(_, v)| v)
         };
         let p99_s: BTreeMap<String, f64> = p99
@@ -639,6 +639,13 @@ impl RunCtx<'_> {
                     .into_iter()
                     .map(|l| l.chars().take(2000).collect())
                     .collect();
+            // A round logs its decision when its roll is done: one still rolling is only
+            // seen in the StatefulSets.
+            if !rolled_out(env).await? {
+                record
+                    .applies_in_window
+                    .push("a StatefulSet was mid-roll when the window ended".into());
+            }
         }
         if let Some(step_to) = p.step_to_rps {
             record.step = Some(self.step(&load_kubeconfig, record.rep, step_to).await?);
@@ -763,32 +770,13 @@ impl RunCtx<'_> {
     /// Until arak's last two rounds settled and no StatefulSet is mid-roll; false at `limit`.
     async fn wait_arak_converged(&mut self, env: &ClusterEnv, limit: Duration) -> Result<bool> {
         let deadline = Instant::now() + limit;
-        let kubectl = PathBuf::from(env.get("ARAK_TOOLS_BIN")?).join("kubectl");
-        let kubeconfig = env.get("KUBECONFIG")?;
-        let namespace = env.get("ARAK_TESTED_NAMESPACE")?;
         while Instant::now() < deadline {
             self.check_load()?;
             let log = std::fs::read_to_string(self.arak_log()).unwrap_or_default();
-            if crate::arak_log::converged(&crate::arak_log::decisions(&log)) {
-                let mut get = command(&kubectl);
-                get.args([
-                    "--kubeconfig",
-                    kubeconfig,
-                    "-n",
-                    namespace,
-                    "get",
-                    "statefulsets",
-                    "-o",
-                    "json",
-                ]);
-                if output(get)
-                    .await
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                    .is_some_and(|list| all_rolled_out(&list))
-                {
-                    return Ok(true);
-                }
+            if crate::arak_log::converged(&crate::arak_log::decisions(&log))
+                && rolled_out(env).await?
+            {
+                return Ok(true);
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
@@ -966,6 +954,20 @@ impl RunCtx<'_> {
         }
         outcome
     }
+}
+
+/// Whether every tested StatefulSet runs its latest template on all replicas (false when
+/// kubectl cannot say).
+async fn rolled_out(env: &ClusterEnv) -> Result<bool> {
+    let mut get = command(PathBuf::from(env.get("ARAK_TOOLS_BIN")?).join("kubectl"));
+    get.args(["--kubeconfig", env.get("KUBECONFIG")?])
+        .args(["-n", env.get("ARAK_TESTED_NAMESPACE")?])
+        .args(["get", "statefulsets", "-o", "json"]);
+    Ok(output(get)
+        .await
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .is_some_and(|list| all_rolled_out(&list)))
 }
 
 /// Starts `command` with stdout and stderr appended to `log`; the caller stops it.
