@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::model::{CapacitySweep, Config, RunRecord, Status};
+use crate::model::{CapacitySweep, Config, RunRecord, Scenario, ScenarioParams, Status};
 use crate::report::{
     Measure, Merged, aggregate, cell, disturbed, measures, num, ratio, table, verdict,
 };
@@ -77,28 +77,45 @@ pub fn render(merged: &Merged, plots: &[PathBuf], svg_dir: &Path) -> String {
 
     let _ = writeln!(s, "## Hypothesis (written before the runs)\n");
     let _ = writeln!(s, "> {}\n", experiment.hypothesis);
-    let _ = writeln!(
-        s,
-        "Load: stress-test's default mix as the ordinary load user (not `system:masters`), \
-         open loop (Poisson arrivals), at **{} req/s** = {} × native's capacity of {} req/s \
-         ({}). Each run: a fresh cluster; an untimed warm-up at that rate (arak: until two \
-         consecutive rounds settle on a calibrated model, at most {} s; native and static: {}); \
-         then a **{} s measured window** at the same rate{}.\n",
-        params.rate_rps,
-        num(params.load_factor),
-        num(params.capacity_rps),
-        params.capacity_source,
+    let warmups = format!(
+        "(arak: until two consecutive rounds settle on a calibrated model, at most {} s; \
+         native and static: {})",
         params.warmup_timeout_s,
         params.warmup_s.map_or(
             "the median warm-up arak needed in the runs before them".to_owned(),
             |w| format!("{w} s")
-        ),
-        params.measured_s,
-        params.step_to_rps.map_or(String::new(), |r| format!(
-            ", then a step to {r} req/s for as long, timed in 15-s windows until the apiservers \
-             are back within the SLOs"
-        ))
+        )
     );
+    let _ = match params.low_rps {
+        Some(low) => writeln!(
+            s,
+            "Load: stress-test's default mix as the ordinary load user (not `system:masters`), \
+             open loop (Poisson arrivals). Each run: a fresh cluster; an untimed warm-up at \
+             the day's low load of {low} req/s {warmups}; then the **{} s cycle**: a ramp from \
+             {low} to {} req/s ({} × native's capacity of {} req/s, {}) and back.\n",
+            params.measured_s,
+            params.rate_rps,
+            num(params.load_factor),
+            num(params.capacity_rps),
+            params.capacity_source,
+        ),
+        None => writeln!(
+            s,
+            "Load: stress-test's default mix as the ordinary load user (not `system:masters`), \
+             open loop (Poisson arrivals), at **{} req/s** = {} × native's capacity of {} req/s \
+             ({}). Each run: a fresh cluster; an untimed warm-up at that rate {warmups}; then a \
+             **{} s measured window** at the same rate{}.\n",
+            params.rate_rps,
+            num(params.load_factor),
+            num(params.capacity_rps),
+            params.capacity_source,
+            params.measured_s,
+            params.step_to_rps.map_or(String::new(), |r| format!(
+                ", then a step to {r} req/s for as long, timed in 15-s windows until the \
+                 apiservers are back within the SLOs"
+            ))
+        ),
+    };
 
     let _ = writeln!(s, "## Verdict\n");
     let _ = writeln!(
@@ -114,7 +131,7 @@ pub fn render(merged: &Merged, plots: &[PathBuf], svg_dir: &Path) -> String {
         s,
         "The goals of issue #13, checked against these numbers:\n"
     );
-    for line in goals(&ms, &agg, records, params.step_to_rps.is_some()) {
+    for line in goals(&ms, &agg, records, params) {
         let _ = writeln!(s, "- {line}");
     }
     s.push('\n');
@@ -184,9 +201,20 @@ pub fn render(merged: &Merged, plots: &[PathBuf], svg_dir: &Path) -> String {
 }
 
 /// The goals of issue #13 as sentences saying met or not met.
-fn goals(ms: &[Measure], agg: &Aggregated, records: &[RunRecord], step: bool) -> Vec<String> {
+fn goals(
+    ms: &[Measure],
+    agg: &Aggregated,
+    records: &[RunRecord],
+    params: &ScenarioParams,
+) -> Vec<String> {
     let find = |name: &str| ms.iter().position(|m| m.name == name);
     let mut out = Vec::new();
+    if params.scenario == Scenario::Day {
+        return vec![
+            day_goal(ms, agg),
+            "API overload and step: not run in this scenario (`--scenario overload`)".into(),
+        ];
+    }
     let rejected = find("429 share").and_then(|i| agg[i][&Config::Arak]);
     for name in ["mutating P99", "read (GET) P99", "LIST P99"] {
         let Some(i) = find(name) else { continue };
@@ -247,7 +275,7 @@ fn goals(ms: &[Measure], agg: &Aggregated, records: &[RunRecord], step: bool) ->
             "**not met**"
         }
     ));
-    if step {
+    if params.step_to_rps.is_some() {
         let i = find("time to adapt after the step");
         out.push(match i.and_then(|i| agg[i][&Config::Arak]) {
             Some(t) => format!(
@@ -261,10 +289,47 @@ fn goals(ms: &[Measure], agg: &Aggregated, records: &[RunRecord], step: bool) ->
     }
     out.push(
         "compressed day (arak's core-seconds ≤ static's at the same SLO attainment): not run \
-         (no `day` scenario yet)"
+         in this scenario (`--scenario day`)"
             .into(),
     );
     out
+}
+
+/// The compressed day's goal: arak's core-seconds at most static's, at an SLO attainment
+/// the data cannot tell from static's, or higher.
+fn day_goal(ms: &[Measure], agg: &Aggregated) -> String {
+    let get = |name: &str, c: Config| {
+        ms.iter()
+            .position(|m| m.name == name)
+            .and_then(|i| agg[i][&c])
+    };
+    let cpu = (
+        get("control-plane CPU", Config::Arak),
+        get("control-plane CPU", Config::Static),
+    );
+    let slo = (
+        get("SLO attainment over the cycle", Config::Arak),
+        get("SLO attainment over the cycle", Config::Static),
+    );
+    match (cpu, slo) {
+        ((Some(ca), Some(cs)), (Some(sa), Some(ss))) => {
+            let same_slo = sa.overlaps(&ss) || sa.median >= ss.median;
+            format!(
+                "compressed day, arak's core-seconds ≤ static's at the same SLO attainment: \
+                 {} vs {} core-s, attainment {} vs {} % — {}",
+                cell(Some(ca), 1.0),
+                cell(Some(cs), 1.0),
+                cell(Some(sa), 100.0),
+                cell(Some(ss), 100.0),
+                if ca.median <= cs.median && same_slo {
+                    "met"
+                } else {
+                    "**not met**"
+                }
+            )
+        }
+        _ => "compressed day: not measured (arak or static missing)".into(),
+    }
 }
 
 fn runs_table(records: &[RunRecord], cores: f64) -> String {
@@ -589,5 +654,40 @@ fn truncate(s: &str, n: usize) -> String {
         s.to_owned()
     } else {
         format!("{}…", s.chars().take(n).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::CycleResult;
+
+    fn day_run(config: Config, rep: u32, cpu: f64, attainment: f64) -> RunRecord {
+        let mut r = RunRecord::new(rep, config, rep, 0.0);
+        r.status = Status::Ok;
+        r.cpu_core_seconds = Some(cpu);
+        r.cycle = Some(CycleResult {
+            slo_attainment: Some(attainment),
+            ..Default::default()
+        });
+        r
+    }
+
+    #[test]
+    fn the_day_goal_weighs_cpu_at_the_same_slo_attainment() {
+        let goal = |arak: [(f64, f64); 2]| {
+            let mut records = vec![
+                day_run(Config::Static, 1, 300.0, 0.98),
+                day_run(Config::Static, 2, 310.0, 0.99),
+            ];
+            for (i, (cpu, slo)) in arak.into_iter().enumerate() {
+                records.push(day_run(Config::Arak, i as u32 + 1, cpu, slo));
+            }
+            let ms = measures(&records);
+            day_goal(&ms, &aggregate(&records, &ms))
+        };
+        assert!(goal([(200.0, 0.97), (210.0, 0.99)]).ends_with("— met"));
+        assert!(goal([(200.0, 0.5), (210.0, 0.6)]).ends_with("**not met**"));
+        assert!(goal([(400.0, 0.99), (410.0, 0.99)]).ends_with("**not met**"));
     }
 }

@@ -176,7 +176,10 @@ struct RunArgs {
     /// The offered load as a multiple of the capacity.
     #[arg(long, default_value_t = 1.3)]
     load_factor: f64,
-    /// Length of the measured window, seconds.
+    /// day: the load at the cycle's ends (and in the warm-up) as a share of its peak.
+    #[arg(long, default_value_t = 0.25)]
+    day_low_share: f64,
+    /// Length of the measured window (day: of the cycle), seconds.
     #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u64).range(30..=3600))]
     measured_s: u64,
     /// After the measured window, change the load to this rate and time the adaptation.
@@ -354,9 +357,16 @@ async fn run_command(args: RunArgs) -> error::Result<()> {
     }
     if !(args.load_factor > 0.0 && args.load_factor <= 10.0)
         || args.capacity.is_some_and(|c| c.is_nan() || c <= 0.0)
+        || !(args.day_low_share > 0.0 && args.day_low_share < 1.0)
     {
         return Err(error::Error::Invalid(
-            "--load-factor must be in (0, 10] and --capacity above 0".into(),
+            "--load-factor must be in (0, 10], --capacity above 0 and --day-low-share in (0, 1)"
+                .into(),
+        ));
+    }
+    if args.scenario == Scenario::Day && args.step_to.is_some() {
+        return Err(error::Error::Invalid(
+            "--step-to is for the overload scenario; a day changes its load by itself".into(),
         ));
     }
     let out = args
@@ -378,13 +388,16 @@ async fn run_command(args: RunArgs) -> error::Result<()> {
     };
     let command_line = std::env::var("ARAK_EXPERIMENT_COMMAND")
         .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
+    let rate_rps = (capacity_rps * args.load_factor).round() as u32;
     let plan = run::Plan {
         params: ScenarioParams {
             scenario: args.scenario,
             capacity_rps,
             capacity_source,
             load_factor: args.load_factor,
-            rate_rps: (capacity_rps * args.load_factor).round() as u32,
+            rate_rps,
+            low_rps: (args.scenario == Scenario::Day)
+                .then(|| (f64::from(rate_rps) * args.day_low_share).round() as u32),
             measured_s: args.measured_s,
             step_to_rps: args.step_to,
             warmup_timeout_s: args.warmup_timeout_s,

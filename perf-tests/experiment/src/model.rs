@@ -61,12 +61,15 @@ impl FromStr for Config {
 pub enum Scenario {
     /// A load above native's measured capacity, held for minutes.
     Overload,
+    /// A compressed day: low, a peak above native's capacity, low again.
+    Day,
 }
 
 impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Overload => "overload",
+            Scenario::Day => "day",
         }
     }
 
@@ -80,6 +83,13 @@ impl Scenario {
                  measured window its P99 per request class is at least 40% lower than \
                  native's, with at most 1e-4 of requests answered 429, and without a roll \
                  inside the window."
+            }
+            Scenario::Day => {
+                "Over a compressed day (the load ramps from low to a peak above native's \
+                 capacity and back), arak gives the apiservers CPU while the load needs it \
+                 and takes it back after, so it spends no more CPU core-seconds than static, \
+                 sized for the peak all day, at the same SLO attainment (the share of 15-s \
+                 windows within the SLOs)."
             }
         }
     }
@@ -101,8 +111,10 @@ pub struct ScenarioParams {
     /// Where the capacity came from (`sweep` or `given`).
     pub capacity_source: String,
     pub load_factor: f64,
-    /// The offered load during the warm-up and the measured window.
+    /// The offered load during the warm-up and the measured window (day: the peak).
     pub rate_rps: u32,
+    /// day: the load at the cycle's ends and during the warm-up.
+    pub low_rps: Option<u32>,
     pub measured_s: u64,
     /// The load after the measured window, if the run has a step.
     pub step_to_rps: Option<u32>,
@@ -150,6 +162,15 @@ pub struct Warmup {
     pub arak_rounds: Option<usize>,
     pub arak_applies: Option<usize>,
     pub converged: Option<bool>,
+}
+
+/// The compressed day's cycle and how the apiservers met the SLOs over it in 15-s windows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CycleResult {
+    pub profile: String,
+    pub windows: Vec<crate::slo::SloWindow>,
+    /// Share of the windows within the SLOs.
+    pub slo_attainment: Option<f64>,
 }
 
 /// The load after the step and how the apiservers met the SLOs in 15-s windows.
@@ -265,6 +286,8 @@ pub struct RunRecord {
     /// against arak: its roll is in the numbers).
     pub applies_in_window: Vec<String>,
     pub step: Option<StepResult>,
+    /// day: the cycle (the measured window is the cycle).
+    pub cycle: Option<CycleResult>,
 }
 
 impl RunRecord {
@@ -290,6 +313,7 @@ impl RunRecord {
             warmup: None,
             applies_in_window: Vec::new(),
             step: None,
+            cycle: None,
         }
     }
 

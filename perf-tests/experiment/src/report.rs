@@ -84,6 +84,15 @@ pub fn measures(records: &[RunRecord]) -> Vec<Measure> {
         better: Better::Lower,
         get: Box::new(|r| r.peak_rss_bytes),
     });
+    if records.iter().any(|r| r.cycle.is_some()) {
+        m.push(Measure {
+            name: "SLO attainment over the cycle".into(),
+            unit: "%",
+            scale: 100.0,
+            better: Better::Higher,
+            get: Box::new(|r| r.cycle.as_ref()?.slo_attainment),
+        });
+    }
     if records.iter().any(|r| r.step.is_some()) {
         m.push(Measure {
             name: "time to adapt after the step".into(),
@@ -451,6 +460,7 @@ mod tests {
                 capacity_source: "given (--capacity)".into(),
                 load_factor: 1.3,
                 rate_rps: (capacity_rps * 1.3) as u32,
+                low_rps: None,
                 measured_s: 180,
                 step_to_rps: None,
                 warmup_timeout_s: 420,

@@ -17,8 +17,9 @@ use tokio::process::Child;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    ArakOutcome, CapacityPoint, CapacitySweep, ClassLatency, Config, DensityResult, Experiment,
-    RunRecord, ScenarioParams, SettingsSample, Status, StepResult, StressResult, Warmup,
+    ArakOutcome, CapacityPoint, CapacitySweep, ClassLatency, Config, CycleResult, DensityResult,
+    Experiment, RunRecord, ScenarioParams, SettingsSample, Status, StepResult, StressResult,
+    Warmup,
 };
 use crate::procs::{self, command, output, stop};
 use crate::prom::{self, Prometheus};
@@ -107,12 +108,22 @@ pub async fn run(plan: Plan) -> Result<PathBuf> {
     let p = &plan.params;
     let density =
         !p.density_pods.is_empty() && stress_subcommand(&plan.harness.stress_test, "density").await;
-    let measured = match p.step_to_rps {
+    let step = match p.step_to_rps {
         Some(s) => format!(
-            "; after the window, a second process: stress-test --kubeconfig $ARAK_TESTED_LOAD_KUBECONFIG --rps {s} --duration {}s --seed REP --output json --report step.json",
+            "; then stress-test --kubeconfig $ARAK_TESTED_LOAD_KUBECONFIG --profile const:{s}@{}s --seed REP --output json --report step.json",
             p.measured_s
         ),
         None => String::new(),
+    };
+    let stress_command = match p.low_rps {
+        Some(low) => format!(
+            "the warm-up process is stopped; the cycle: stress-test --kubeconfig $ARAK_TESTED_LOAD_KUBECONFIG --profile {} --seed REP --output json --report cycle.json{step}",
+            day_profile(low, p.rate_rps, p.measured_s)
+        ),
+        None => format!(
+            "the same process goes on for the {} s measured window, then is stopped{step}",
+            p.measured_s
+        ),
     };
     let mut experiment = Experiment {
         params: plan.params.clone(),
@@ -123,12 +134,9 @@ pub async fn run(plan: Plan) -> Result<PathBuf> {
         configs: plan.configs.clone(),
         warmup_command: format!(
             "stress-test --kubeconfig $ARAK_TESTED_LOAD_KUBECONFIG --rps {} --duration <warm-up timeout + window + 60 s> --seed REP --output json --report load.json",
-            p.rate_rps
+            p.low_rps.unwrap_or(p.rate_rps)
         ),
-        stress_command: format!(
-            "the same process goes on for the {} s measured window, then is stopped{measured}",
-            p.measured_s
-        ),
+        stress_command,
         density_pods: if density { p.density_pods.clone() } else { vec![] },
         density_command: density.then(|| {
             format!(
@@ -319,6 +327,15 @@ async fn sweep_points(
         }
     }
     Ok(())
+}
+
+/// The compressed day: from `low` up to `peak` over the first half, back down over the second.
+pub fn day_profile(low: u32, peak: u32, length_s: u64) -> String {
+    let half = length_s / 2;
+    format!(
+        "ramp:{low}-{peak}@{half}s+ramp:{peak}-{low}@{}s",
+        length_s - half
+    )
 }
 
 /// The load's window from stress-test's report (its arrivals start after the setup), else
@@ -566,9 +583,11 @@ impl RunCtx<'_> {
         // One process from the warm-up to the window's end, so the load never pauses for
         // stress-test's setup between them (a pause would be a load change arak reacts to).
         let longest = p.warmup_timeout_s + p.measured_s + 60;
+        // A day warms up on its low load: the cycle starts from what arak chose for it.
+        let warm_rps = p.low_rps.unwrap_or(p.rate_rps);
         let mut load = command(&plan.harness.stress_test);
         load.args(["--kubeconfig", &load_kubeconfig])
-            .args(["--rps", &p.rate_rps.to_string()])
+            .args(["--rps", &warm_rps.to_string()])
             .args(["--duration", &format!("{longest}s")])
             .args(["--output", "json", "--seed", &record.rep.to_string()])
             .arg("--report")
@@ -576,13 +595,13 @@ impl RunCtx<'_> {
         self.load = Some(spawn_logged(load, &self.run_dir.join("load.log"))?);
         let warm_start = Instant::now();
         let mut warmup = Warmup {
-            rate_rps: p.rate_rps,
+            rate_rps: warm_rps,
             ..Default::default()
         };
         if record.config == Config::Arak {
             progress(format!(
-                "  warm-up at {} req/s until arak settles (at most {} s)",
-                p.rate_rps, p.warmup_timeout_s
+                "  warm-up at {warm_rps} req/s until arak settles (at most {} s)",
+                p.warmup_timeout_s
             ));
             let converged = self
                 .wait_arak_converged(env, Duration::from_secs(p.warmup_timeout_s))
@@ -594,8 +613,7 @@ impl RunCtx<'_> {
             warmup.converged = Some(converged);
         } else {
             progress(format!(
-                "  warm-up at {} req/s for {:.0} s",
-                p.rate_rps,
+                "  warm-up at {warm_rps} req/s for {:.0} s",
                 self.warmup.as_secs_f64()
             ));
             let deadline = warm_start + self.warmup;
@@ -620,17 +638,36 @@ impl RunCtx<'_> {
             &std::fs::read_to_string(self.arak_log()).unwrap_or_default(),
         )
         .len();
-        let start = now();
-        progress(format!("  measured window, {} s", p.measured_s));
-        let deadline = Instant::now() + Duration::from_secs(p.measured_s);
-        while Instant::now() < deadline {
-            self.check_load()?;
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-        let end = now();
-        if let Some(mut load) = self.load.take() {
-            stop(&mut load, Duration::from_secs(5)).await;
-        }
+        let (start, end) = match p.low_rps {
+            Some(low) => {
+                if let Some(mut load) = self.load.take() {
+                    stop(&mut load, Duration::from_secs(5)).await;
+                }
+                let profile = day_profile(low, p.rate_rps, p.measured_s);
+                progress(format!("  measured window: the day's cycle {profile}"));
+                let window = self
+                    .fixed_load(&load_kubeconfig, record.rep, &profile, "cycle")
+                    .await?;
+                record.cycle = Some(CycleResult {
+                    profile,
+                    ..Default::default()
+                });
+                window
+            }
+            None => {
+                let start = now();
+                progress(format!("  measured window, {} s", p.measured_s));
+                let deadline = Instant::now() + Duration::from_secs(p.measured_s);
+                while Instant::now() < deadline {
+                    self.check_load()?;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                if let Some(mut load) = self.load.take() {
+                    stop(&mut load, Duration::from_secs(5)).await;
+                }
+                (start, now())
+            }
+        };
         if record.config == Config::Arak {
             let log = std::fs::read_to_string(self.arak_log()).unwrap_or_default();
             let decisions = crate::arak_log::decisions(&log);
@@ -648,11 +685,28 @@ impl RunCtx<'_> {
             }
         }
         if let Some(step_to) = p.step_to_rps {
-            record.step = Some(self.step(&load_kubeconfig, record.rep, step_to).await?);
+            progress(format!("  step to {step_to} req/s for {} s", p.measured_s));
+            let (start, end) = self
+                .fixed_load(
+                    &load_kubeconfig,
+                    record.rep,
+                    &format!("const:{step_to}@{}s", p.measured_s),
+                    "step",
+                )
+                .await?;
+            record.step = Some(StepResult {
+                rate_rps: step_to,
+                start_unix_s: start,
+                end_unix_s: end,
+                ..Default::default()
+            });
         }
         tokio::time::sleep(SCRAPE_WAIT).await;
         let mut result = measure_window(prometheus, start, end).await?;
-        result.profile = format!("const:{}@{}s", p.rate_rps, p.measured_s);
+        result.profile = match &record.cycle {
+            Some(c) => c.profile.clone(),
+            None => format!("const:{}@{}s", p.rate_rps, p.measured_s),
+        };
         progress(format!(
             "  window: P99 mutating {} read {} list {}, 429 share {}, served {} req/s",
             fmt_s(result.classes.get("mutating").and_then(|c| c.p99_s)),
@@ -665,6 +719,14 @@ impl RunCtx<'_> {
         record.cpu_by_job = prometheus.cpu_core_seconds(start, end).await?;
         record.cpu_core_seconds = Some(record.cpu_by_job.values().sum());
         record.peak_rss_bytes = prometheus.peak_rss(start, end).await?;
+        if let Some(cycle) = record.cycle.as_mut() {
+            cycle.windows = slo_windows(prometheus, start, end).await?;
+            cycle.slo_attainment = slo::attainment(&cycle.windows);
+            progress(format!(
+                "  cycle: {} of the 15-s windows within the SLOs",
+                fmt_share(cycle.slo_attainment)
+            ));
+        }
         if let Some(step) = record.step.as_mut() {
             step.windows = slo_windows(prometheus, step.start_unix_s, step.end_unix_s).await?;
             step.time_to_adapt_s = slo::time_to_adapt(&step.windows);
@@ -707,34 +769,33 @@ impl RunCtx<'_> {
         Ok(())
     }
 
-    /// The load after the measured window: a second process at the new rate (its setup is
-    /// a short pause in the load, part of the change).
-    async fn step(&mut self, kubeconfig: &str, rep: u32, rate: u32) -> Result<StepResult> {
+    /// A stress-test process with a rate profile of its own, to its end: the step after the
+    /// window, or the day's cycle (its setup is a short pause in the load, part of the
+    /// change). The load's window, from its report.
+    async fn fixed_load(
+        &mut self,
+        kubeconfig: &str,
+        rep: u32,
+        profile: &str,
+        name: &str,
+    ) -> Result<(f64, f64)> {
         let length_s = self.plan.params.measured_s;
-        progress(format!("  step to {rate} req/s for {length_s} s"));
-        let report = self.run_dir.join("step.json");
+        let report = self.run_dir.join(format!("{name}.json"));
         let mut stress = command(&self.plan.harness.stress_test);
         stress
             .args(["--kubeconfig", kubeconfig])
-            .args(["--rps", &rate.to_string()])
-            .args(["--duration", &format!("{length_s}s")])
+            .args(["--profile", profile])
             .args(["--output", "json", "--seed", &rep.to_string()])
             .arg("--report")
             .arg(&report);
         let spawned = now();
         procs::logged(
             stress,
-            &self.run_dir.join("step.log"),
+            &self.run_dir.join(format!("{name}.log")),
             Duration::from_secs(length_s + 600),
         )
         .await?;
-        let (start, end) = load_window(&report, spawned, length_s as f64);
-        Ok(StepResult {
-            rate_rps: rate,
-            start_unix_s: start,
-            end_unix_s: end,
-            ..Default::default()
-        })
+        Ok(load_window(&report, spawned, length_s as f64))
     }
 
     /// An error if the load process has ended before it was stopped.
@@ -1281,6 +1342,14 @@ mod tests {
         ));
         assert!(!all_rolled_out(&json!({"items": [sts("a", "a", 0)]})));
         assert!(!all_rolled_out(&json!({"items": []})));
+    }
+
+    #[test]
+    fn a_day_ramps_up_and_back_down_over_its_length() {
+        assert_eq!(
+            day_profile(100, 650, 601),
+            "ramp:100-650@300s+ramp:650-100@301s"
+        );
     }
 
     #[test]

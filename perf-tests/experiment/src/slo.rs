@@ -41,6 +41,12 @@ pub fn time_to_adapt(windows: &[SloWindow]) -> Option<f64> {
     Some((windows[first_good].t_s - WINDOW_S).max(0.0))
 }
 
+/// Share of the windows within the SLOs, None without windows.
+pub fn attainment(windows: &[SloWindow]) -> Option<f64> {
+    (!windows.is_empty())
+        .then(|| windows.iter().filter(|w| w.within).count() as f64 / windows.len() as f64)
+}
+
 /// Minutes of windows that missed an SLO.
 pub fn miss_minutes(windows: &[SloWindow]) -> f64 {
     windows.iter().filter(|w| !w.within).count() as f64 * WINDOW_S / 60.0
@@ -81,6 +87,8 @@ mod tests {
             .collect();
         assert_eq!(time_to_adapt(&windows), Some(60.0));
         assert_eq!(miss_minutes(&windows), 0.75);
+        assert_eq!(attainment(&windows), Some(0.5));
+        assert_eq!(attainment(&[]), None);
         assert_eq!(time_to_adapt(&[w(0, true), w(1, true)]), Some(0.0));
         assert_eq!(time_to_adapt(&[w(0, true), w(1, false)]), None);
         assert_eq!(time_to_adapt(&[]), None);
