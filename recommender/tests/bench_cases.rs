@@ -69,12 +69,7 @@ fn every_bench_case_recommends_what_it_did() {
     let mut changed = Vec::new();
     for (name, value) in &actual {
         match expected.get(*name) {
-            Some(e) if e == value => {}
-            Some(e) => changed.push(format!(
-                "{name}: expected\n{}\ngot\n{}",
-                serde_json::to_string_pretty(e).unwrap(),
-                serde_json::to_string_pretty(value).unwrap()
-            )),
+            Some(e) => differences(name, e, value, &mut changed),
             None => changed.push(format!("{name}: not in the expectation file")),
         }
     }
@@ -86,6 +81,27 @@ fn every_bench_case_recommends_what_it_did() {
     assert!(
         changed.is_empty(),
         "bench case results changed:\n{}\n\nIf the change is intended, regenerate {EXPECTED} with\n    ARAK_BLESS=1 cargo test -p recommender --test bench_cases\nand review its diff.",
-        changed.join("\n\n")
+        changed.join("\n")
     );
+}
+
+/// Every leaf where `actual` differs from `expected`, as `path: expected …, got …`.
+fn differences(path: &str, expected: &Value, actual: &Value, out: &mut Vec<String>) {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => {
+            // A key on one side only compares with null.
+            for key in e.keys().chain(a.keys().filter(|k| !e.contains_key(*k))) {
+                let (e, a) = (e.get(key), a.get(key));
+                let null = &Value::Null;
+                differences(
+                    &format!("{path}.{key}"),
+                    e.unwrap_or(null),
+                    a.unwrap_or(null),
+                    out,
+                );
+            }
+        }
+        _ if expected != actual => out.push(format!("{path}: expected {expected}, got {actual}")),
+        _ => {}
+    }
 }

@@ -8,8 +8,8 @@ use queue_model::apiserver::{
 };
 use recommender::memory::MemorySizing;
 use recommender::policy::{CostWeights, KnobRange, MemoryPolicy, Slo};
-use recommender::recommend;
 use recommender::search::ApiserverProblem;
+use recommender::{ApiserverSettings, recommend};
 use support::*;
 
 fn range(min: f64, max: f64, step: f64) -> KnobRange {
@@ -51,9 +51,18 @@ fn problem(ro_rate: f64, mu_rate: f64, d_ro: f64, t_mu: f64) -> ApiserverProblem
     }
 }
 
-/// The cheapest feasible cost over every setting of the grid.
-fn brute_force_cost(p: &ApiserverProblem) -> Option<f64> {
-    let mut best: Option<f64> = None;
+/// The search's choice over every setting of the grid: the least cost, ties to fewer cores,
+/// then shorter queues, then smaller limits (memory follows the limits and the queue, so at
+/// one core count the search's order by memory is its order by cost).
+fn brute_force(p: &ApiserverProblem) -> Option<ApiserverSettings> {
+    let mut best: Option<(f64, ApiserverSettings)> = None;
+    let key = |s: &ApiserverSettings| {
+        (
+            s.queue_length,
+            s.max_requests_inflight,
+            s.max_mutating_requests_inflight,
+        )
+    };
     for cores in p.cores.values() {
         for ro in p.read_limit.values() {
             for mu in p.mutating_limit.values() {
@@ -61,14 +70,18 @@ fn brute_force_cost(p: &ApiserverProblem) -> Option<f64> {
                     let mut s = apiserver(cores, ro as u32, mu as u32, q as u32);
                     s.memory_bytes = p.memory.bytes(f64::from(s.total_inflight())).0;
                     let c = p.check(&s).unwrap();
-                    if c.feasible() && best.is_none_or(|b| c.cost < b) {
-                        best = Some(c.cost);
+                    let better = best.as_ref().is_none_or(|(cost, b)| {
+                        c.cost < *cost
+                            || (c.cost == *cost && s.cpu_cores == b.cpu_cores && key(&s) < key(b))
+                    });
+                    if c.feasible() && better {
+                        best = Some((c.cost, s));
                     }
                 }
             }
         }
     }
-    best
+    best.map(|(_, s)| s)
 }
 
 proptest! {
@@ -80,13 +93,17 @@ proptest! {
         mu in 0.0f64..600.0,
         d_ro in 0.0005f64..0.003,
         t_mu in 0.005f64..0.2,
+        mib_per_request in prop::sample::select(vec![1.0, 8.0, 64.0]),
     ) {
-        let p = problem(ro, mu, d_ro, t_mu);
+        let mut p = problem(ro, mu, d_ro, t_mu);
+        // At 1 MiB a request the memory of this grid is one step whatever the limits, and
+        // the queue and then the limits break the tie; at 64 MiB every slot costs memory.
+        p.memory.policy.bytes_per_inflight_request = mib_per_request * 1024.0 * 1024.0;
         let found = p.solve().unwrap();
-        match brute_force_cost(&p) {
-            Some(cost) => {
+        match brute_force(&p) {
+            Some(truth) => {
                 prop_assert!(found.best.feasible());
-                prop_assert!((found.best.cost - cost).abs() < 1e-9, "{} vs {}", found.best.cost, cost);
+                prop_assert_eq!(found.best.settings, truth);
                 // Checked again from scratch, with percentiles rather than P(R ≤ SLO).
                 let s = found.best.settings;
                 let m = ApiserverModel::new(&p.load, &ApiserverSetting {
