@@ -1,5 +1,6 @@
-//! One apiserver-model evaluation, and sweeps of candidate settings as the recommender's
-//! search makes them (rejection, mean latency and the share of requests within the SLO).
+//! One apiserver-model evaluation (and one past saturation with a long queue), and sweeps
+//! of candidate settings as the recommender's search makes them (rejection, mean latency
+//! and the share of requests within the SLO).
 
 use std::hint::black_box;
 
@@ -66,6 +67,12 @@ fn benches(c: &mut Criterion) {
     let l = load();
     c.bench_function("apiserver_predict_one", |b| {
         b.iter(|| predict(black_box(&l), black_box(&setting(8.0, 400, 200, 50))).unwrap())
+    });
+    // Limits below the load with a long queue: the queue never drains, so the response
+    // time sums over its full states rather than a closed form (the report's P99s of an
+    // overloaded replica).
+    c.bench_function("apiserver_predict_overloaded_long_queue", |b| {
+        b.iter(|| predict(black_box(&l), black_box(&setting(8.0, 25, 10, 1000))).unwrap())
     });
     c.bench_function("apiserver_model_one", |b| {
         b.iter(|| {
