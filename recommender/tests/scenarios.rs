@@ -408,9 +408,12 @@ fn a_node_named_with_two_sizes_is_refused() {
 #[test]
 fn past_saturation_limits_stay_near_the_cpu_knee_and_the_note_says_by_how_much() {
     let mut policy = policy();
-    // Let the limits go anywhere in one round: only the model decides where they stop.
+    // Let the limits go anywhere in one round and below Kubernetes' defaults: only the
+    // model decides where they stop.
     policy.step_limits.max_decrease_factor = 1000.0;
     policy.step_limits.max_increase_factor = 1000.0;
+    policy.bounds.apiserver.max_requests_inflight.min = 10.0;
+    policy.bounds.apiserver.max_mutating_requests_inflight.min = 5.0;
     let snap = scaled_example(5.0);
     let cur = policy.current.clone().unwrap();
     let r = recommend(&snap, &policy, &cur).unwrap();
