@@ -535,7 +535,10 @@ mod tests {
         let (ro, mu) = (100.0, 50.0);
         let p = c.predict(&settings, ro, mu).unwrap();
         let demand = ro * c.read_only.cpu_s + mu * c.mutating.cpu_s + c.baseline_cpu_cores;
-        assert!((p.cpu_cores - demand).abs() < 1e-3 * demand, "{p:?} vs {demand}");
+        assert!(
+            (p.cpu_cores - demand).abs() < 1e-3 * demand,
+            "{p:?} vs {demand}"
+        );
         assert!(p.read_only_p99_s > c.read_only.non_cpu_s && p.read_only_rejection < 1e-6);
         let busier = c.predict(&settings, 4.0 * ro, 4.0 * mu).unwrap();
         assert!(busier.read_only_p99_s > p.read_only_p99_s);

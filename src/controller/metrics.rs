@@ -23,7 +23,8 @@ pub struct Metrics {
     pub knob: Family<Labels, FloatGauge>,
     /// P99 by replica, class and `source` (predicted or observed).
     pub p99: Family<Labels, FloatGauge>,
-    /// (predicted − observed) / observed P99 of the last window, by replica and class.
+    /// The last window's prediction error, by replica, class and quantity (relative for
+    /// P99 and CPU, absolute for the rejected share).
     pub model_error: Family<Labels, FloatGauge>,
     pub applies: Counter,
     pub rollbacks: Counter,
@@ -74,8 +75,8 @@ impl Default for Metrics {
             m.p99.clone(),
         );
         registry.register(
-            "model_relative_error",
-            "(predicted - observed) / observed P99 of the last window",
+            "model_error",
+            "Prediction error of the last window by quantity: (predicted - observed) / observed for p99_seconds and cpu_cores, predicted - observed for rejection",
             m.model_error.clone(),
         );
         registry.register("applies", "Changes applied", m.applies.clone());
@@ -134,11 +135,12 @@ impl Metrics {
             .set(value);
     }
 
-    pub fn set_model_error(&self, replica: &str, class: &str, value: f64) {
+    pub fn set_model_error(&self, replica: &str, class: &str, quantity: &str, value: f64) {
         self.model_error
             .get_or_create(&vec![
                 ("replica", replica.to_owned()),
                 ("class", class.to_owned()),
+                ("quantity", quantity.to_owned()),
             ])
             .set(value);
     }

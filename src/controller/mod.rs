@@ -21,6 +21,8 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::{Api, Client};
 use load_fetcher::{ClientOptions, FetchConfig};
+use recommender::ApiserverSettings;
+use recommender::calibrate::ApiserverCalibration;
 use tokio::sync::watch;
 use updater::ReadinessOnly;
 
@@ -94,8 +96,9 @@ pub struct Options {
     pub retry_period: Duration,
 }
 
-/// The predicted P99 of the running settings, by replica and class, from the last round.
-type Predicted = BTreeMap<(String, &'static str), f64>;
+/// The last round's model of each apiserver replica (its calibration and the settings that
+/// ran), to predict the window that follows at the load it then measures.
+type Predicted = BTreeMap<String, (ApiserverCalibration, ApiserverSettings)>;
 
 /// What a round needs: clients, the recorder, the metrics and the loop's shared state.
 pub struct Context {

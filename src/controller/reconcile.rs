@@ -10,9 +10,9 @@ use kube::Resource;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::{Event, EventType};
 use load_fetcher::{FetchOptions, HistoryOptions, PrometheusSource};
-use recommender::calibrate::CalibrationMethod;
+use recommender::calibrate::{CalibrationMethod, PredictionAtLoad};
 use recommender::safety::Action;
-use recommender::snapshot::LoadSnapshot;
+use recommender::snapshot::{ApiserverSample, ClassSample, LoadSnapshot};
 use recommender::{Policy, Recommendation};
 use updater::{Outcome, Recovery};
 
@@ -266,17 +266,18 @@ fn record_recommendation(
     }
     let mut predicted = Predicted::new();
     for a in &r.apiservers {
-        let Some(p) = &a.predicted_current else {
-            continue;
-        };
-        for (class, p99) in [
-            ("readOnly", p.read_only_p99_s),
-            ("mutating", p.mutating_p99_s),
-        ] {
-            if let Some(p99) = p99 {
-                metrics.set_p99(&a.target.name, class, "predicted", p99);
-                predicted.insert((a.target.name.clone(), class), p99);
+        if let Some(p) = &a.predicted_current {
+            for (class, p99) in [
+                ("readOnly", p.read_only_p99_s),
+                ("mutating", p.mutating_p99_s),
+            ] {
+                if let Some(p99) = p99 {
+                    metrics.set_p99(&a.target.name, class, "predicted", p99);
+                }
             }
+        }
+        if let Some(c) = &a.calibration {
+            predicted.insert(a.target.name.clone(), (c.clone(), a.current));
         }
     }
     *ctx.predicted.lock().unwrap_or_else(|e| e.into_inner()) = predicted;
@@ -326,7 +327,79 @@ fn record_recommendation(
     status.recommendation = Some(summary);
 }
 
-/// The last round's P99 for the running settings against what this window observed.
+/// A quantity the model predicts and a window observes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Judged {
+    ReadOnlyP99,
+    MutatingP99,
+    ReadOnlyRejection,
+    MutatingRejection,
+    CpuCores,
+}
+
+impl Judged {
+    const ALL: [Judged; 5] = [
+        Judged::ReadOnlyP99,
+        Judged::MutatingP99,
+        Judged::ReadOnlyRejection,
+        Judged::MutatingRejection,
+        Judged::CpuCores,
+    ];
+
+    fn class(self) -> &'static str {
+        match self {
+            Judged::ReadOnlyP99 | Judged::ReadOnlyRejection => "readOnly",
+            Judged::MutatingP99 | Judged::MutatingRejection => "mutating",
+            Judged::CpuCores => "process",
+        }
+    }
+
+    /// The status's name (camelCase) and the metric label's (snake_case).
+    fn quantity(self) -> (&'static str, &'static str) {
+        match self {
+            Judged::ReadOnlyP99 | Judged::MutatingP99 => ("p99Seconds", "p99_seconds"),
+            Judged::ReadOnlyRejection | Judged::MutatingRejection => ("rejection", "rejection"),
+            Judged::CpuCores => ("cpuCores", "cpu_cores"),
+        }
+    }
+
+    fn predicted(self, p: &PredictionAtLoad) -> f64 {
+        match self {
+            Judged::ReadOnlyP99 => p.read_only_p99_s,
+            Judged::MutatingP99 => p.mutating_p99_s,
+            Judged::ReadOnlyRejection => p.read_only_rejection,
+            Judged::MutatingRejection => p.mutating_rejection,
+            Judged::CpuCores => p.cpu_cores,
+        }
+    }
+
+    /// What the window observed of it, where it says.
+    fn observed(self, sample: &ApiserverSample) -> Option<f64> {
+        let rejected = |c: &ClassSample| {
+            let arrivals = c.arrival_rate.filter(|r| *r > 0.0)?;
+            Some(c.rejected_rate? / arrivals)
+        };
+        match self {
+            Judged::ReadOnlyP99 => sample.read_only.latency.map(|l| l.p99_s),
+            Judged::MutatingP99 => sample.mutating.latency.map(|l| l.p99_s),
+            Judged::ReadOnlyRejection => rejected(&sample.read_only),
+            Judged::MutatingRejection => rejected(&sample.mutating),
+            Judged::CpuCores => sample.process.cpu_cores,
+        }
+        .filter(|v| v.is_finite() && *v >= 0.0)
+    }
+
+    /// Relative for times and CPU; absolute for the rejected share, mostly 0 when observed.
+    fn error(self, predicted: f64, observed: f64) -> Option<f64> {
+        match self {
+            Judged::ReadOnlyRejection | Judged::MutatingRejection => Some(predicted - observed),
+            _ => (observed > 0.0).then(|| (predicted - observed) / observed),
+        }
+    }
+}
+
+/// The last round's model, at the load this window measured, against what it observed:
+/// the model's own error (the forecast's is reported apart), on data it was not fitted to.
 fn observe_model_error(
     ctx: &Context,
     snapshot: &LoadSnapshot,
@@ -337,34 +410,39 @@ fn observe_model_error(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    let metrics = &ctx.health.metrics;
     let mut errors = Vec::new();
     for sample in &snapshot.apiservers {
-        for (class, observed) in [
-            ("readOnly", sample.read_only.latency),
-            ("mutating", sample.mutating.latency),
-        ] {
-            let Some(observed) = observed.map(|l| l.p99_s) else {
+        let replica = &sample.replica.name;
+        let prediction = predicted.get(replica).and_then(|(c, settings)| {
+            c.predict(
+                settings,
+                sample.read_only.arrival_rate?,
+                sample.mutating.arrival_rate?,
+            )
+        });
+        for judged in Judged::ALL {
+            let Some(observed) = judged.observed(sample) else {
                 continue;
             };
-            ctx.health
-                .metrics
-                .set_p99(&sample.replica.name, class, "observed", observed);
-            let Some(&p99) = predicted.get(&(sample.replica.name.clone(), class)) else {
-                continue;
-            };
-            if observed <= 0.0 {
-                continue;
+            if matches!(judged, Judged::ReadOnlyP99 | Judged::MutatingP99) {
+                metrics.set_p99(replica, judged.class(), "observed", observed);
             }
-            let relative_error = (p99 - observed) / observed;
-            ctx.health
-                .metrics
-                .set_model_error(&sample.replica.name, class, relative_error);
+            let Some(value) = prediction.as_ref().map(|p| judged.predicted(p)) else {
+                continue;
+            };
+            let Some(error) = judged.error(value, observed) else {
+                continue;
+            };
+            let (quantity, label) = judged.quantity();
+            metrics.set_model_error(replica, judged.class(), label, error);
             errors.push(PredictionError {
-                replica: sample.replica.name.clone(),
-                class: class.to_owned(),
-                predicted_p99_seconds: p99,
-                observed_p99_seconds: observed,
-                relative_error,
+                replica: replica.clone(),
+                class: judged.class().to_owned(),
+                quantity: quantity.to_owned(),
+                predicted: value,
+                observed,
+                error,
             });
         }
     }
@@ -740,6 +818,58 @@ fn hold_category(reason: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use recommender::snapshot::{LatencySummary, ProcessSample, Replica};
+
+    #[test]
+    fn each_quantity_is_judged_against_what_the_window_observed() {
+        let mut sample = ApiserverSample {
+            replica: Replica {
+                component: recommender::snapshot::Component::Apiserver,
+                name: "apiserver-0".into(),
+                instance: "127.0.0.1:6443".into(),
+            },
+            read_only: ClassSample::default(),
+            mutating: ClassSample::default(),
+            long_running_rate: None,
+            long_running_open: None,
+            process: ProcessSample {
+                cpu_cores: Some(1.5),
+                ..ProcessSample::default()
+            },
+            priority_levels: BTreeMap::new(),
+        };
+        sample.read_only.arrival_rate = Some(200.0);
+        sample.read_only.rejected_rate = Some(2.0);
+        sample.mutating.latency = Some(LatencySummary {
+            p50_s: 0.01,
+            p90_s: 0.05,
+            p99_s: 0.2,
+            count: 1000.0,
+        });
+        assert_eq!(Judged::ReadOnlyRejection.observed(&sample), Some(0.01));
+        assert_eq!(Judged::MutatingP99.observed(&sample), Some(0.2));
+        assert_eq!(Judged::CpuCores.observed(&sample), Some(1.5));
+        // No arrivals measured: no rejected share, rather than a division by zero.
+        assert_eq!(Judged::MutatingRejection.observed(&sample), None);
+        assert_eq!(Judged::ReadOnlyP99.observed(&sample), None);
+        // Times and CPU relative, rejections in shares of requests.
+        assert_eq!(
+            Judged::CpuCores.error(1.8, 1.5).map(|e| (e * 1e9).round()),
+            Some(0.2e9)
+        );
+        assert_eq!(Judged::ReadOnlyRejection.error(0.0, 0.01), Some(-0.01));
+        assert_eq!(Judged::MutatingP99.error(0.1, 0.0), None);
+        assert_eq!(
+            Judged::ALL.map(Judged::quantity).map(|q| q.1),
+            [
+                "p99_seconds",
+                "p99_seconds",
+                "rejection",
+                "rejection",
+                "cpu_cores"
+            ]
+        );
+    }
 
     #[test]
     fn hold_reasons_fall_into_few_categories() {

@@ -151,8 +151,10 @@ pub struct ControlPlaneTuningStatus {
     /// The last change arak made or tried to make.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_applied: Option<AppliedChange>,
-    /// The model's P99 for the settings running over the last window against what was
-    /// observed in it.
+    /// What the last round's model predicted for the settings that then ran, against what
+    /// the window since observed: P99 and rejections per class, and CPU. A prediction made
+    /// before the window it is judged on, as the model-fidelity harness judges held-out
+    /// points.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub model_error: Vec<PredictionError>,
     /// The last decisions, newest first.
@@ -214,12 +216,15 @@ pub struct AppliedChange {
 #[serde(rename_all = "camelCase")]
 pub struct PredictionError {
     pub replica: String,
-    /// `readOnly` or `mutating`.
+    /// `readOnly`, `mutating`, or `process` for the CPU.
     pub class: String,
-    pub predicted_p99_seconds: f64,
-    pub observed_p99_seconds: f64,
-    /// (predicted − observed) / observed.
-    pub relative_error: f64,
+    /// `p99Seconds`, `rejection` (the share of requests answered 429) or `cpuCores`.
+    pub quantity: String,
+    pub predicted: f64,
+    pub observed: f64,
+    /// (predicted − observed) / observed for P99 and CPU; predicted − observed for
+    /// rejections, whose observed share is mostly 0.
+    pub error: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
