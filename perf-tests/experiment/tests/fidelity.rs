@@ -80,7 +80,9 @@ fn a_short_grid_yields_a_report_with_errors_from_real_measurements() {
         .status()
         .expect("cargo build");
     assert!(status.success(), "building stress-test and node-agent");
-    let target = repo.join("target/release");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo.join("target"), |dir| repo.join(dir))
+        .join("release");
     let scratch = std::env::temp_dir().join(format!("arak-fidelity-test-{}", std::process::id()));
     let out = scratch.join("results");
     let report = scratch.join("model-fidelity.md");
