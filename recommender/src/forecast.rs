@@ -138,6 +138,7 @@ fn last_window_error(
 }
 
 /// Exponential smoothing state after a pass over the series.
+#[derive(Clone)]
 struct Smoother {
     method: ForecastMethod,
     alpha: f64,
@@ -154,6 +155,11 @@ struct Smoother {
 }
 
 impl Smoother {
+    /// Fits the series once to learn its noise, and again if that found a level shift:
+    /// two one-step errors in a row beyond [`OUTLIER_SIGMAS`] robust standard deviations,
+    /// on the same side. The second pass moves the level to the new load there and
+    /// restarts the trend at 0; fitted through, the jump would become a trend that runs on
+    /// for the whole horizon (a step from 10 to 130 requests/s was planned as 220).
     fn fit(
         series: &[Option<f64>],
         method: ForecastMethod,
@@ -161,7 +167,7 @@ impl Smoother {
         season_len: usize,
     ) -> Option<Self> {
         let first = series.iter().position(Option::is_some)?;
-        let mut s = Smoother {
+        let mut start = Smoother {
             method,
             alpha: policy.level_smoothing,
             beta: policy.trend_smoothing,
@@ -173,20 +179,47 @@ impl Smoother {
             sigma: 0.0,
         };
         if method == ForecastMethod::HoltWinters {
-            s.start_season(series, season_len);
+            start.start_season(series, season_len);
         }
+        let mut s = start.clone();
+        let errors = s.pass(series, None);
+        // A shift must also move the load by a share of its size: an exact ramp has errors
+        // of nearly 0 once the trend is learnt, and its first ones would look like shifts.
+        let mut levels: Vec<f64> = series.iter().flatten().map(|y| y.abs()).collect();
+        levels.sort_by(f64::total_cmp);
+        let cut = outlier_cut(&errors).max(MIN_SHIFT_SHARE * levels[levels.len() / 2]);
+        let errors = if (2..=errors.len()).any(|n| two_beyond(&errors[..n], cut)) {
+            s = start;
+            s.pass(series, Some(cut))
+        } else {
+            errors
+        };
+        s.sigma = robust_sigma(&errors);
+        Some(s)
+    }
+
+    /// Runs the smoother over the series from its state and returns the one-step errors.
+    /// With `shift_above`, the second of two errors in a row beyond it on one side moves
+    /// the level to the observation and zeroes the trend.
+    fn pass(&mut self, series: &[Option<f64>], shift_above: Option<f64>) -> Vec<f64> {
         let mut errors = Vec::with_capacity(series.len());
-        for y in &series[s.t..] {
-            let predicted = s.predict(1);
+        for y in &series[self.t..] {
+            let predicted = self.predict(1);
             // A missing value is taken to be what the model expected: the state moves on.
             let observed = y.unwrap_or(predicted);
             if y.is_some() {
-                errors.push((observed - predicted).abs());
+                errors.push(observed - predicted);
             }
-            s.update(observed);
+            self.update(observed);
+            if let Some(cut) = shift_above
+                && y.is_some()
+                && two_beyond(&errors, cut)
+            {
+                self.level = observed - self.season_at(self.t - 1);
+                self.trend = 0.0;
+            }
         }
-        s.sigma = robust_sigma(&mut errors);
-        Some(s)
+        errors
     }
 
     /// Level and trend from the first two seasons' means, offsets from the first season.
@@ -259,32 +292,53 @@ impl Smoother {
     }
 }
 
-/// The root mean square of the one-step errors, leaving out those beyond
-/// [`OUTLIER_SIGMAS`] robust standard deviations (1.4826 × median |e|). A step in the load
-/// gives the smoother a few huge errors while it catches up; counted, they widened the
-/// interval for the whole history after the step, and arak planned 1.3–1.7× the load that
-/// followed it. The median alone would overstate light-tailed noise (a wiggle's median |e|
-/// is nearer its amplitude than a normal's), so it only decides what is an outlier.
-fn robust_sigma(abs_errors: &mut [f64]) -> f64 {
-    if abs_errors.is_empty() {
+/// [`OUTLIER_SIGMAS`] robust standard deviations of the errors: 1.4826 × median |e|, the
+/// standard deviation of normal errors with that median. A level shift's few huge errors
+/// leave the median alone.
+fn outlier_cut(errors: &[f64]) -> f64 {
+    let mut abs: Vec<f64> = errors.iter().map(|e| e.abs()).collect();
+    if abs.is_empty() {
         return 0.0;
     }
-    abs_errors.sort_by(f64::total_cmp);
-    let n = abs_errors.len();
+    abs.sort_by(f64::total_cmp);
+    let n = abs.len();
     let median = if n % 2 == 1 {
-        abs_errors[n / 2]
+        abs[n / 2]
     } else {
-        0.5 * (abs_errors[n / 2 - 1] + abs_errors[n / 2])
+        0.5 * (abs[n / 2 - 1] + abs[n / 2])
     };
     // Φ⁻¹(3/4) = 0.6745: the median of |e| for e ~ N(0, σ²) is 0.6745 σ.
-    let cut = OUTLIER_SIGMAS * median / 0.674_489_750_196_081_7;
-    let kept: Vec<f64> = abs_errors.iter().copied().filter(|e| *e <= cut).collect();
+    OUTLIER_SIGMAS * median / 0.674_489_750_196_081_7
+}
+
+/// Whether the last two errors lie beyond `cut` on the same side.
+fn two_beyond(errors: &[f64], cut: f64) -> bool {
+    match errors {
+        [.., a, b] => a.abs() > cut && b.abs() > cut && a.signum() == b.signum(),
+        _ => false,
+    }
+}
+
+/// The root mean square of the one-step errors, leaving out those beyond the outlier cut.
+/// Counted, the errors of a level shift widened the interval for the whole history after
+/// it, and arak planned 1.3–1.7× the load that followed a step. The median alone would
+/// overstate light-tailed noise (a wiggle's median |e| is nearer its amplitude than a
+/// normal's), so it only decides what is an outlier.
+fn robust_sigma(errors: &[f64]) -> f64 {
+    let cut = outlier_cut(errors);
+    let kept: Vec<f64> = errors.iter().copied().filter(|e| e.abs() <= cut).collect();
+    if kept.is_empty() {
+        return 0.0;
+    }
     (kept.iter().map(|e| e * e).sum::<f64>() / kept.len() as f64).sqrt()
 }
 
 /// Errors beyond this many robust standard deviations are a level shift, not noise: a
 /// normal error lies beyond 4σ once in 16,000.
 const OUTLIER_SIGMAS: f64 = 4.0;
+
+/// Nor is a shift smaller than this share of the series' median.
+const MIN_SHIFT_SHARE: f64 = 0.05;
 
 /// z with Φ(z) = q, by bisection on Φ(z) = erfc(−z/√2)/2.
 pub(crate) fn normal_quantile(q: f64) -> f64 {
@@ -374,18 +428,37 @@ mod tests {
     }
 
     #[test]
+    fn a_step_is_a_new_level_not_a_trend() {
+        // Ten minutes at 10 requests/s, then three at 130, sampled every 15 s; the round
+        // plans 300 s ahead. Fitted through, the jump became a trend that doubled the plan.
+        let wiggle = |t: usize| [0.5, -0.3, 0.2, -0.4][t % 4];
+        let series: Vec<Option<f64>> = (0..52)
+            .map(|t| Some(if t < 40 { 10.0 } else { 130.0 } * (1.0 + 0.02 * wiggle(t))))
+            .collect();
+        let p = ForecastPolicy {
+            method: ForecastMethod::Holt,
+            horizon_s: 300.0,
+            quantile: 0.5,
+            ..ForecastPolicy::default()
+        };
+        let f = forecast(&series, 15.0, 2, &p);
+        assert!((f.point - 130.0).abs() < 13.0, "{f:?}");
+        assert!(f.plan < 143.0, "{f:?}");
+    }
+
+    #[test]
     fn robust_sigma_of_normal_errors_and_of_a_few_outliers() {
         let mut errs: Vec<f64> = (1..=999)
             .map(|i| normal_quantile(0.5 + 0.5 * i as f64 / 1000.0))
             .collect();
-        assert!((robust_sigma(&mut errs) - 1.0).abs() < 0.01);
+        assert!((robust_sigma(&errs) - 1.0).abs() < 0.01);
         errs.extend([1e6; 50]);
-        assert!(robust_sigma(&mut errs) < 1.1);
+        assert!(robust_sigma(&errs) < 1.1);
         // A wiggle's errors are light-tailed: all kept, their root mean square as before.
-        let mut wiggle: Vec<f64> = (0..1000).map(|i| (i as f64 * 0.1).sin().abs()).collect();
+        let wiggle: Vec<f64> = (0..1000).map(|i| (i as f64 * 0.1).sin()).collect();
         let rms = (wiggle.iter().map(|e| e * e).sum::<f64>() / 1000.0).sqrt();
-        assert!((robust_sigma(&mut wiggle) - rms).abs() < 1e-12);
-        assert_eq!(robust_sigma(&mut []), 0.0);
+        assert!((robust_sigma(&wiggle) - rms).abs() < 1e-12);
+        assert_eq!(robust_sigma(&[]), 0.0);
     }
 
     #[test]
