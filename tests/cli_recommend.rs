@@ -36,12 +36,16 @@ fn every_apiserver_says_what_sized_its_limits() {
         .collect();
     assert_eq!(rows.len(), 3, "one per apiserver in\n{table}");
     for row in rows {
-        assert!(row.contains("readOnly limit") && row.contains("queue"), "{row}");
+        assert!(
+            row.contains("readOnly limit") && row.contains("queue"),
+            "{row}"
+        );
     }
 
-    let json: serde_json::Value =
-        serde_json::from_str(&stdout(&arak(&[&EXAMPLE[..], &["--output", "json"]].concat())))
-            .expect("JSON");
+    let json: serde_json::Value = serde_json::from_str(&stdout(&arak(
+        &[&EXAMPLE[..], &["--output", "json"]].concat(),
+    )))
+    .expect("JSON");
     for a in json["apiservers"].as_array().unwrap() {
         let s = &a["sized_by"];
         for knob in [

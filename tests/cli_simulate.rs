@@ -106,7 +106,10 @@ fn json_compares_the_three_policies_and_plots_are_written() {
     for interval in report["policies"][2]["intervals"].as_array().unwrap() {
         for room in interval["queue_length"].as_array().unwrap() {
             let room = room.as_u64().unwrap();
-            assert!(room > 0 && room.is_multiple_of(6), "room {room} in {interval}");
+            assert!(
+                room > 0 && room.is_multiple_of(6),
+                "room {room} in {interval}"
+            );
         }
     }
 
