@@ -121,7 +121,7 @@ pub fn render(merged: &Merged, plots: &[PathBuf], svg_dir: &Path) -> String {
     let _ = writeln!(
         s,
         "Differences are named only where the bootstrap 95% intervals of the two medians do \
-         not overlap.\n"
+         not overlap, each from two repetitions or more.\n"
     );
     for line in verdict(&ms, &agg) {
         let _ = writeln!(s, "- {line}");
@@ -225,12 +225,12 @@ fn goals(
                 num(r),
                 cell(Some(a), 1000.0),
                 cell(Some(n), 1000.0),
-                if a.overlaps(&n) {
-                    ", intervals overlap"
-                } else {
+                if a.separable(&n) {
                     ""
+                } else {
+                    ", not separable"
                 },
-                if r <= 0.6 && !a.overlaps(&n) {
+                if r <= 0.6 && a.separable(&n) {
                     "met"
                 } else {
                     "**not met**"
@@ -313,7 +313,7 @@ fn day_goal(ms: &[Measure], agg: &Aggregated) -> String {
     );
     match (cpu, slo) {
         ((Some(ca), Some(cs)), (Some(sa), Some(ss))) => {
-            let same_slo = sa.overlaps(&ss) || sa.median >= ss.median;
+            let same_slo = !sa.separable(&ss) || sa.median >= ss.median;
             format!(
                 "compressed day, arak's core-seconds ≤ static's at the same SLO attainment: \
                  {} vs {} core-s, attainment {} vs {} % — {}",

@@ -236,7 +236,8 @@ pub fn table(
 }
 
 /// Plain sentences comparing arak with native and with static: a difference is named only
-/// when the two intervals of the median do not overlap; the rest are "not separable".
+/// when the two intervals of the median do not overlap, each from two repetitions or more;
+/// the rest are "not separable".
 pub fn verdict(
     measures: &[Measure],
     aggregated: &[BTreeMap<Config, Option<Summary>>],
@@ -248,7 +249,7 @@ pub fn verdict(
             let (Some(arak), Some(o)) = (a[&Config::Arak], a[&other]) else {
                 continue;
             };
-            if arak.overlaps(&o) {
+            if !arak.separable(&o) {
                 inseparable.push(m.name.clone());
                 continue;
             }

@@ -23,6 +23,12 @@ impl Summary {
     pub fn overlaps(&self, other: &Summary) -> bool {
         self.lo <= other.hi && other.lo <= self.hi
     }
+
+    /// Whether the data order the two: intervals apart, each from at least two repetitions
+    /// (one repetition's interval is a point and would separate anything).
+    pub fn separable(&self, other: &Summary) -> bool {
+        self.n >= 2 && other.n >= 2 && !self.overlaps(other)
+    }
 }
 
 /// The median of sorted values; of an even count, the mean of the middle two.
@@ -119,7 +125,10 @@ mod tests {
         let a = summarise(&[1.0, 1.1, 0.9, 1.05, 0.95]).unwrap();
         let b = summarise(&[2.0, 2.1, 1.9, 2.05, 1.95]).unwrap();
         let c = summarise(&[1.0, 2.0, 0.8, 1.9, 1.2]).unwrap();
-        assert!(!a.overlaps(&b));
+        assert!(!a.overlaps(&b) && a.separable(&b));
         assert!(a.overlaps(&c) && b.overlaps(&c));
+        assert!(!a.separable(&c));
+        let (one, other) = (summarise(&[1.0]).unwrap(), summarise(&[5.0]).unwrap());
+        assert!(!one.overlaps(&other) && !one.separable(&other));
     }
 }
