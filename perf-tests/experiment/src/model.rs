@@ -210,6 +210,10 @@ pub struct StressResult {
     pub rejected_share: Option<f64>,
     /// Requests per second the apiservers answered over the window.
     pub served_rps: Option<f64>,
+    /// Share of the window's scrapes of the tested apiservers that answered: below 1 the
+    /// counters above have gaps (an apiserver down or too slow for its /metrics).
+    #[serde(default)]
+    pub scraped_share: Option<f64>,
     /// The generator's own view: sent, throttled (429), P99 in ms.
     pub client_sent: Option<f64>,
     pub client_throttled: Option<f64>,

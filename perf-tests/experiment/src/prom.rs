@@ -204,6 +204,17 @@ impl Prometheus {
             .await
     }
 
+    pub async fn scraped_share(&self, start: f64, end: f64) -> Result<Option<f64>> {
+        self.scalar(
+            &format!(
+                "avg(avg_over_time(up{{{APISERVER}}}[{}]))",
+                window(end - start)
+            ),
+            end,
+        )
+        .await
+    }
+
     pub async fn served_rps(&self, start: f64, end: f64) -> Result<Option<f64>> {
         let w = window(end - start);
         self.scalar(

@@ -71,6 +71,13 @@ pub fn measures(records: &[RunRecord]) -> Vec<Measure> {
         get: Box::new(|r| r.stress.as_ref()?.served_rps),
     });
     m.push(Measure {
+        name: "apiserver scrapes answered".into(),
+        unit: "%",
+        scale: 100.0,
+        better: Better::Higher,
+        get: Box::new(|r| r.stress.as_ref()?.scraped_share),
+    });
+    m.push(Measure {
         name: "control-plane CPU".into(),
         unit: "core-s",
         scale: 1.0,

@@ -388,6 +388,7 @@ async fn measure_window(prometheus: &Prometheus, start: f64, end: f64) -> Result
     }
     result.rejected_share = prometheus.rejected_share(start, end).await?;
     result.served_rps = prometheus.served_rps(start, end).await?;
+    result.scraped_share = prometheus.scraped_share(start, end).await?;
     Ok(result)
 }
 
@@ -677,8 +678,11 @@ impl RunCtx<'_> {
                     .map(|l| l.chars().take(2000).collect())
                     .collect();
             // A round logs its decision when its roll is done: one still rolling is only
-            // seen in the StatefulSets.
-            if !rolled_out(env).await? {
+            // seen in the StatefulSets' revisions (an apiserver merely not Ready is no roll).
+            if statefulsets(env)
+                .await?
+                .is_some_and(|list| any_rolling(&list))
+            {
                 record
                     .applies_in_window
                     .push("a StatefulSet was mid-roll when the window ended".into());
@@ -835,7 +839,9 @@ impl RunCtx<'_> {
             self.check_load()?;
             let log = std::fs::read_to_string(self.arak_log()).unwrap_or_default();
             if crate::arak_log::converged(&crate::arak_log::decisions(&log))
-                && rolled_out(env).await?
+                && statefulsets(env)
+                    .await?
+                    .is_some_and(|list| all_rolled_out(&list))
             {
                 return Ok(true);
             }
@@ -1017,9 +1023,8 @@ impl RunCtx<'_> {
     }
 }
 
-/// Whether every tested StatefulSet runs its latest template on all replicas (false when
-/// kubectl cannot say).
-async fn rolled_out(env: &ClusterEnv) -> Result<bool> {
+/// The tested StatefulSets as kubectl lists them, None when kubectl cannot say.
+async fn statefulsets(env: &ClusterEnv) -> Result<Option<Value>> {
     let mut get = command(PathBuf::from(env.get("ARAK_TOOLS_BIN")?).join("kubectl"));
     get.args(["--kubeconfig", env.get("KUBECONFIG")?])
         .args(["-n", env.get("ARAK_TESTED_NAMESPACE")?])
@@ -1027,8 +1032,7 @@ async fn rolled_out(env: &ClusterEnv) -> Result<bool> {
     Ok(output(get)
         .await
         .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .is_some_and(|list| all_rolled_out(&list)))
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok()))
 }
 
 /// Starts `command` with stdout and stderr appended to `log`; the caller stops it.
@@ -1145,6 +1149,19 @@ pub fn all_rolled_out(list: &Value) -> bool {
                     && status["updatedReplicas"].as_u64() == Some(replicas)
                     && status["observedGeneration"] == sts["metadata"]["generation"]
             })
+    })
+}
+
+/// Whether some StatefulSet in the list has replicas on an older template than its latest.
+pub fn any_rolling(list: &Value) -> bool {
+    list["items"].as_array().is_some_and(|items| {
+        items.iter().any(|sts| {
+            let status = &sts["status"];
+            let replicas = sts["spec"]["replicas"].as_u64().unwrap_or(1);
+            status["updateRevision"] != status["currentRevision"]
+                || status["updatedReplicas"].as_u64() != Some(replicas)
+                || status["observedGeneration"] != sts["metadata"]["generation"]
+        })
     })
 }
 
@@ -1342,6 +1359,11 @@ mod tests {
         ));
         assert!(!all_rolled_out(&json!({"items": [sts("a", "a", 0)]})));
         assert!(!all_rolled_out(&json!({"items": []})));
+        // Not Ready is not a roll; a newer revision is.
+        assert!(!any_rolling(&json!({"items": [sts("a", "a", 0)]})));
+        assert!(any_rolling(
+            &json!({"items": [sts("a", "a", 1), sts("a", "b", 1)]})
+        ));
     }
 
     #[test]
