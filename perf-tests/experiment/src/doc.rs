@@ -153,10 +153,20 @@ pub fn render(merged: &Merged, plots: &[PathBuf], svg_dir: &Path) -> String {
          `process_resident_memory_bytes`.\n",
         crate::stats::RESAMPLES
     );
-    let latency: Vec<usize> = (0..ms.len())
+    // A measure no run recorded (e.g. one older runs did not take) gets no column.
+    let recorded: Vec<usize> = (0..ms.len())
+        .filter(|&i| agg[i].values().any(Option::is_some))
+        .collect();
+    let latency: Vec<usize> = recorded
+        .iter()
+        .copied()
         .filter(|&i| ms[i].unit == "ms" || ms[i].unit == "%" || ms[i].unit == "req/s")
         .collect();
-    let rest: Vec<usize> = (0..ms.len()).filter(|i| !latency.contains(i)).collect();
+    let rest: Vec<usize> = recorded
+        .iter()
+        .copied()
+        .filter(|i| !latency.contains(i))
+        .collect();
     for group in [latency, rest] {
         let sub_m: Vec<_> = group.iter().map(|&i| &ms[i]).collect();
         let sub_a: Vec<_> = group.iter().map(|&i| agg[i].clone()).collect();
