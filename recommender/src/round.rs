@@ -848,7 +848,7 @@ fn overload_note(name: &str, problem: &ApiserverProblem, best: &Candidate) -> St
         format!("{:?} by {:.2}", v.constraint, v.amount)
     });
     format!(
-        "apiserver `{name}`: no setting within the bounds meets every SLO; the planned load needs {:.2} cores at {:.0}% CPU, the bounds and node allow {}; with limits at the CPU's knee it rejects what the cores cannot serve and misses {worst}",
+        "apiserver `{name}`: no setting within the bounds meets every SLO; the planned load needs {:.2} cores at {:.0}% CPU, the bounds, node and step limits allow {}; with limits at the CPU's knee it rejects what the cores cannot serve and misses {worst}",
         problem.cores_floor(),
         100.0 * problem.max_cpu_utilization,
         problem.cores.max,
