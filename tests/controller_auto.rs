@@ -5,7 +5,9 @@
 //!    nothing is applied, the apiserver keeps its process;
 //! 2. the step up: arak raises the apiserver's CPU through the updater (resized in place:
 //!    the inflight limits and APF queues are pinned), records it in the status and as an
-//!    Event, and the running pod carries the new request, its process never restarted;
+//!    Event, and the running pod carries the new request, its process never restarted.
+//!    It may take a second raise when this machine's CPU per request needs it; it is done
+//!    when a round on a window clear of the last apply is content;
 //! 3. the load stays at the higher level: arak holds round after round, applies nothing and
 //!    restarts nothing.
 //!
@@ -210,7 +212,7 @@ async fn case() {
     let content = watch
         .until(
             "arak to be content with the raised settings",
-            Duration::from_secs(120),
+            Duration::from_secs(240),
             || async {
                 let status = status(&env).await?;
                 let decisions = status["decisions"].as_array()?;
@@ -230,7 +232,7 @@ async fn case() {
                     "{count} applies after the step (at most {MAX_APPLIES}, none lowering the CPU)\n{}",
                     watch.report().await
                 );
-                (decisions[0]["action"] == "hold" && is_content(&decisions[0])).then_some(status)
+                settled_content(&decisions[0]).then_some(status)
             },
         )
         .await;
@@ -447,6 +449,15 @@ fn acted(decision: &Value) -> bool {
 fn is_content(decision: &Value) -> bool {
     let reason = decision["reason"].as_str().unwrap_or_default();
     decision["action"] == "hold" && CONTENT.iter().any(|c| reason.contains(c))
+}
+
+/// Content on a window that no longer covers an apply: a hold in the cooldown or while
+/// settling may be content with numbers the resize has not yet reached (in CI, a round 22 s
+/// after the raise to 500m was content, and the first clean window, with more CPU per
+/// request than this machine shows, raised again to 750m: right, as the load did not fit).
+fn settled_content(decision: &Value) -> bool {
+    let reason = decision["reason"].as_str().unwrap_or_default();
+    is_content(decision) && !reason.contains("cooldown") && !reason.contains("settling")
 }
 
 fn calibrated(status: &Value) -> bool {
