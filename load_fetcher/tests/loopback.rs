@@ -178,6 +178,20 @@ async fn fetches_known_load_from_the_loopback_cluster() {
         recent_reads.iter().any(|r| *r > READ_PER_S * 0.5),
         "the last history points show the load: {recent_reads:?}"
     );
+    // The mean latency per step, which the calibration fits the off-CPU time's spread by:
+    // positive, and no more than the P99 of the same step.
+    let means: Vec<(f64, f64)> = apiserver_history
+        .read_only_mean_s
+        .iter()
+        .zip(&apiserver_history.read_only_p99_s)
+        .rev()
+        .take(3)
+        .filter_map(|(m, p)| Some(((*m)?, (*p)?)))
+        .collect();
+    assert!(
+        !means.is_empty() && means.iter().all(|(m, p)| *m > 0.0 && m <= p),
+        "the last history points have a mean latency under the P99: {means:?}"
+    );
     assert!(loaded.actionable(), "{:?}", loaded.findings);
     generator.abort();
 

@@ -15,11 +15,13 @@ fn load() -> ApiserverLoad {
             arrival_rate: 1500.0,
             cpu_s: 0.002,
             non_cpu_s: 0.015,
+            non_cpu_scv: 1.0,
         },
         mutating: ClassLoad {
             arrival_rate: 300.0,
             cpu_s: 0.005,
             non_cpu_s: 0.025,
+            non_cpu_scv: 1.0,
         },
     }
 }

@@ -4,10 +4,14 @@
 //! FCFS up to `capacity`; arrivals to a full system are rejected. The stationary
 //! distribution is Poisson-shaped up to c and geometric above it; it is evaluated in log
 //! space, so any capacity (10⁵ states and more) costs O(c) and never overflows. A service
-//! time may have two exponential phases (CPU, then the rest), which shapes percentiles.
+//! time may have two phases (CPU, then the rest), which shape percentiles: the first
+//! exponential, the second exponential or, with a squared coefficient of variation above 1,
+//! hyperexponential (see `response_time::Hyperexponential`).
 
 use crate::poisson::{self, ln_one_minus_exp};
-use crate::response_time::{erlang_plus_exp_survival, hypoexponential_survival, percentile};
+use crate::response_time::{
+    Hyperexponential, erlang_plus_exp_survival, hypoexponential_survival, percentile,
+};
 
 /// Probability mass below which states are left out of response-time sums.
 const NEGLIGIBLE_MASS: f64 = 1e-16;
@@ -17,6 +21,8 @@ pub(crate) struct LimitedQueue {
     arrival_rate: f64,
     /// Mean seconds of the two service phases; their sum is 1/μ.
     service_phases_s: (f64, f64),
+    /// The second phase's shape (exponential unless set otherwise).
+    second_phase: Hyperexponential,
     concurrency_limit: u32,
     capacity: u32,
     ln_ratio: f64,
@@ -39,6 +45,7 @@ impl LimitedQueue {
         let mut queue = Self {
             arrival_rate,
             service_phases_s,
+            second_phase: Hyperexponential::exponential(service_phases_s.1),
             concurrency_limit,
             capacity,
             ln_ratio: (arrival_rate / (f64::from(concurrency_limit) * service_rate)).ln(),
@@ -51,6 +58,14 @@ impl LimitedQueue {
             queue.solve(arrival_rate / service_rate);
         }
         queue
+    }
+
+    /// The same queue with the second phase's squared coefficient of variation set to `scv`
+    /// (≥ 1; 1 is exponential). The chain's state probabilities depend on the mean only, as
+    /// they are taken to; the response times of requests served at once get the tail.
+    pub(crate) fn with_second_phase_scv(mut self, scv: f64) -> Self {
+        self.second_phase = Hyperexponential::new(self.service_phases_s.1, scv);
+        self
     }
 
     fn solve(&mut self, offered_load: f64) {
@@ -108,12 +123,17 @@ impl LimitedQueue {
     }
 
     fn service_survival(&self, t: f64) -> f64 {
-        let (a, b) = self.service_phases_s;
-        if a == 0.0 || b == 0.0 {
-            (-t / (a + b)).exp()
-        } else {
-            hypoexponential_survival(1.0 / a, 1.0 / b, t)
-        }
+        let first = self.service_phases_s.0;
+        self.second_phase
+            .branches()
+            .fold(0.0, |sum, (weight, mean)| {
+                let survival = if first == 0.0 || mean == 0.0 {
+                    (-t / (first + mean)).exp()
+                } else {
+                    hypoexponential_survival(1.0 / first, 1.0 / mean, t)
+                };
+                sum + weight * survival
+            })
     }
 
     /// P(response > t) for an accepted arrival (Poisson arrivals see time averages).
@@ -128,7 +148,7 @@ impl LimitedQueue {
         };
         let mut total = served_at_once * self.service_survival(t);
         // Arrivals at n ≥ c wait for n−c+1 departures at rate c·μ; their service is taken
-        // as exponential, since the wait dominates there.
+        // as exponential, tail or not, since the wait dominates there.
         if self.arrival_rate > 0.0 && self.concurrency_limit < self.capacity {
             let mu = 1.0 / self.service_s();
             let alpha = f64::from(self.concurrency_limit) * mu;

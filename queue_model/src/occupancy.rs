@@ -225,6 +225,7 @@ mod tests {
             arrival_rate: rate,
             cpu_s,
             non_cpu_s,
+            non_cpu_scv: crate::apiserver::EXPONENTIAL_SCV,
         }
     }
 

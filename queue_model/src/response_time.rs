@@ -41,6 +41,45 @@ pub(crate) fn hypoexponential_survival(a: f64, b: f64, t: f64) -> f64 {
     ((-slow * t).exp() * (1.0 + slow * spread)).clamp(0.0, 1.0)
 }
 
+/// A phase of mean `mean_s` as a two-branch hyperexponential with balanced means (each
+/// branch carries half the mean): with probability p the request takes an exponential time of
+/// mean `mean_s`/(2p), otherwise one of mean `mean_s`/(2(1 − p)), p = ½(1 + √((c² − 1)/(c² + 1))).
+/// That is the usual two-moment fit of a variable whose squared coefficient of variation c²
+/// exceeds an exponential's 1: most requests fast, a few (a large LIST, a slow etcd round trip,
+/// a wait for a CPU slice) far slower. c² = 1 is the exponential itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Hyperexponential {
+    /// (probability, mean seconds) of the two branches.
+    branches: [(f64, f64); 2],
+}
+
+impl Hyperexponential {
+    pub(crate) fn exponential(mean_s: f64) -> Self {
+        Self {
+            branches: [(1.0, mean_s), (0.0, mean_s)],
+        }
+    }
+
+    /// `scv` below 1 (or not a number) is taken as 1: the fit has no lighter tail.
+    pub(crate) fn new(mean_s: f64, scv: f64) -> Self {
+        if scv.is_nan() || scv <= 1.0 {
+            return Self::exponential(mean_s);
+        }
+        let p = 0.5 * (1.0 + ((scv - 1.0) / (scv + 1.0)).sqrt());
+        Self {
+            branches: [
+                (p, mean_s / (2.0 * p)),
+                (1.0 - p, mean_s / (2.0 * (1.0 - p))),
+            ],
+        }
+    }
+
+    /// The branches with weight, as (probability, mean seconds).
+    pub(crate) fn branches(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
+        self.branches.iter().copied().filter(|(p, _)| *p > 0.0)
+    }
+}
+
 /// The smallest t with survival(t) ≤ 1 − quantile, found by bracketing and bisection.
 ///
 /// `scale_s` is a rough size of the answer (a mean) to start the bracket from.
@@ -134,6 +173,27 @@ mod tests {
         let x: f64 = 3.0;
         let expected = (-x).exp() * (1.0 + x + x * x / 2.0);
         assert!((got - expected).abs() < 1e-13);
+    }
+
+    #[test]
+    fn hyperexponential_keeps_the_mean_and_has_the_asked_variation() {
+        for &(mean, scv) in &[(0.01f64, 1.0f64), (0.01, 4.0), (2.0, 30.0), (0.5, 400.0)] {
+            let h = Hyperexponential::new(mean, scv);
+            let m1: f64 = h.branches().map(|(p, m)| p * m).sum();
+            // E[X²] of an exponential of mean m is 2m².
+            let m2: f64 = h.branches().map(|(p, m)| p * 2.0 * m * m).sum();
+            assert!((m1 - mean).abs() < 1e-12 * mean, "{mean} {scv}: mean {m1}");
+            let got = m2 / (m1 * m1) - 1.0;
+            assert!((got - scv).abs() < 1e-9 * scv, "{mean} {scv}: c² {got}");
+            // Balanced means: each branch carries half the mean.
+            for (p, m) in h.branches() {
+                assert!((p * m - mean / 2.0).abs() < 1e-12 || scv == 1.0);
+            }
+        }
+        assert_eq!(
+            Hyperexponential::new(1.0, 0.3),
+            Hyperexponential::exponential(1.0)
+        );
     }
 
     #[test]

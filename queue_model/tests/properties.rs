@@ -16,6 +16,7 @@ fn class_load() -> impl Strategy<Value = ClassLoad> {
             arrival_rate,
             cpu_s,
             non_cpu_s,
+            non_cpu_scv: 1.0,
         }
     })
 }

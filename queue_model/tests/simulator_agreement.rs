@@ -140,11 +140,13 @@ fn apiserver_model_tracks_processor_sharing_simulation() {
                 arrival_rate: ro_rate,
                 cpu_s: ro_cpu,
                 non_cpu_s: ro_other,
+                non_cpu_scv: 1.0,
             },
             mutating: ClassLoad {
                 arrival_rate: mu_rate,
                 cpu_s: mu_cpu,
                 non_cpu_s: mu_other,
+                non_cpu_scv: 1.0,
             },
         };
         let setting = ApiserverSetting {
@@ -245,11 +247,13 @@ fn apiserver_rejections_track_processor_sharing_simulation() {
                 arrival_rate: ro_rate,
                 cpu_s: ro_cpu,
                 non_cpu_s: ro_other,
+                non_cpu_scv: 1.0,
             },
             mutating: ClassLoad {
                 arrival_rate: mu_rate,
                 cpu_s: mu_cpu,
                 non_cpu_s: mu_other,
+                non_cpu_scv: 1.0,
             },
         };
         let limits = |concurrency_limit| ClassLimits {

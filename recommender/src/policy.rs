@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use queue_model::apiserver::EXPONENTIAL_SCV;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, policy_error};
@@ -266,6 +267,14 @@ impl Default for ForecastPolicy {
 pub struct ClassPrior {
     pub cpu_s: f64,
     pub non_cpu_s: f64,
+    /// The off-CPU time's squared coefficient of variation (1: exponential); the calibration
+    /// fits it from the measured mean and P99 where the history has both.
+    #[serde(default = "exponential_scv")]
+    pub non_cpu_scv: f64,
+}
+
+fn exponential_scv() -> f64 {
+    EXPONENTIAL_SCV
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -294,10 +303,12 @@ impl Default for CalibrationPolicy {
             read_only: ClassPrior {
                 cpu_s: 0.002,
                 non_cpu_s: 0.015,
+                non_cpu_scv: EXPONENTIAL_SCV,
             },
             mutating: ClassPrior {
                 cpu_s: 0.005,
                 non_cpu_s: 0.025,
+                non_cpu_scv: EXPONENTIAL_SCV,
             },
             baseline_cpu_cores: 0.1,
             min_cpu_s: 1e-5,

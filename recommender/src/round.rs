@@ -923,11 +923,13 @@ fn apiserver_problem(
                 arrival_rate: ro_rps,
                 cpu_s: c.read_only.cpu_s,
                 non_cpu_s: c.read_only.non_cpu_s,
+                non_cpu_scv: c.read_only.non_cpu_scv,
             },
             mutating: ClassLoad {
                 arrival_rate: mu_rps,
                 cpu_s: c.mutating.cpu_s,
                 non_cpu_s: c.mutating.non_cpu_s,
+                non_cpu_scv: c.mutating.non_cpu_scv,
             },
         },
         baseline_cpu_cores: c.baseline_cpu_cores,

@@ -730,11 +730,13 @@ mod tests {
                     arrival_rate: ro_rate,
                     cpu_s: 0.002,
                     non_cpu_s: 0.015,
+                    non_cpu_scv: 1.0,
                 },
                 mutating: ClassLoad {
                     arrival_rate: mu_rate,
                     cpu_s: 0.005,
                     non_cpu_s: 0.025,
+                    non_cpu_scv: 1.0,
                 },
             },
             baseline_cpu_cores: 0.2,

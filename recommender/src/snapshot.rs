@@ -169,6 +169,12 @@ pub struct ReplicaHistory {
     pub cpu_cores: Vec<Option<f64>>,
     pub read_only_p99_s: Vec<Option<f64>>,
     pub mutating_p99_s: Vec<Option<f64>>,
+    /// Mean latency per step (histogram sum / count); absent from snapshots recorded before
+    /// it was fetched.
+    #[serde(default)]
+    pub read_only_mean_s: Vec<Option<f64>>,
+    #[serde(default)]
+    pub mutating_mean_s: Vec<Option<f64>>,
     /// Peak resident memory per step.
     pub resident_memory_bytes: Vec<Option<f64>>,
 }

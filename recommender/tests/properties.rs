@@ -24,11 +24,13 @@ fn problem(ro_rate: f64, mu_rate: f64, d_ro: f64, t_mu: f64) -> ApiserverProblem
                 arrival_rate: ro_rate,
                 cpu_s: d_ro,
                 non_cpu_s: 0.015,
+                non_cpu_scv: 1.0,
             },
             mutating: ClassLoad {
                 arrival_rate: mu_rate,
                 cpu_s: 0.005,
                 non_cpu_s: t_mu,
+                non_cpu_scv: 1.0,
             },
         },
         baseline_cpu_cores: 0.2,

@@ -68,6 +68,10 @@ pub struct ApiserverArgs {
     /// Off-CPU seconds per readOnly request (etcd, serialisation waits).
     #[arg(long, default_value_t = 0.015)]
     read_non_cpu_s: f64,
+    /// Squared coefficient of variation of the readOnly off-CPU time (1: exponential; more:
+    /// a heavier tail at the same mean).
+    #[arg(long, default_value_t = 1.0)]
+    read_non_cpu_scv: f64,
     /// mutating requests per second (POST, PUT, PATCH, DELETE).
     #[arg(long, default_value_t = 300.0)]
     write_rate: f64,
@@ -75,6 +79,8 @@ pub struct ApiserverArgs {
     write_cpu_s: f64,
     #[arg(long, default_value_t = 0.025)]
     write_non_cpu_s: f64,
+    #[arg(long, default_value_t = 1.0)]
+    write_non_cpu_scv: f64,
     /// APF queue room per class (0: reject at the limit, as --max-requests-inflight alone does).
     #[arg(long, default_value_t = 0)]
     queue_length: u32,
@@ -184,11 +190,13 @@ fn apiserver(args: &ApiserverArgs) -> anyhow::Result<()> {
             arrival_rate: args.read_rate,
             cpu_s: args.read_cpu_s,
             non_cpu_s: args.read_non_cpu_s,
+            non_cpu_scv: args.read_non_cpu_scv,
         },
         mutating: ClassLoad {
             arrival_rate: args.write_rate,
             cpu_s: args.write_cpu_s,
             non_cpu_s: args.write_non_cpu_s,
+            non_cpu_scv: args.write_non_cpu_scv,
         },
     };
     let mut curve = Vec::new();

@@ -344,6 +344,8 @@ impl<'a> Arak<'a> {
                     cpu_cores: series(r, &|o, r| o.replicas[r].cpu_used_cores),
                     read_only_p99_s: series(r, &|o, r| o.replicas[r].read_only.p99_s),
                     mutating_p99_s: series(r, &|o, r| o.replicas[r].mutating.p99_s),
+                    read_only_mean_s: series(r, &|o, r| o.replicas[r].read_only.mean_s),
+                    mutating_mean_s: series(r, &|o, r| o.replicas[r].mutating.mean_s),
                     resident_memory_bytes: series(r, &|o, r| {
                         o.replicas[r].peak_resident_memory_bytes
                     }),

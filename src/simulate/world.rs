@@ -40,6 +40,7 @@ pub struct Sampling {
 pub struct ClassObservation {
     pub arrival_rate: f64,
     pub rejection: f64,
+    pub mean_s: f64,
     pub p50_s: f64,
     pub p90_s: f64,
     pub p99_s: f64,
@@ -372,6 +373,7 @@ fn combine(runs: &[(&Segment, SegmentReport)], setting: &ApiserverSettings) -> R
         ClassObservation {
             arrival_rate: requests / total_s,
             rejection: weighted(|c| c.rejection_rate),
+            mean_s: weighted(|c| c.mean_response_s),
             p50_s: weighted(|c| c.p50_response_s),
             p90_s: weighted(|c| c.p90_response_s),
             p99_s: runs

@@ -172,6 +172,8 @@ pub fn rising_snapshot(
                     mutating_rate: mu_t.iter().map(|v| Some(*v)).collect(),
                     read_only_p99_s: vec![Some(0.08); STEPS],
                     mutating_p99_s: vec![Some(0.13); STEPS],
+                    read_only_mean_s: Vec::new(),
+                    mutating_mean_s: Vec::new(),
                     resident_memory_bytes: vec![Some(2.0 * GIB); STEPS],
                 }
             })

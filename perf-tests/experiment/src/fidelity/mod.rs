@@ -167,6 +167,11 @@ pub struct HistoryStep {
     pub cpu_cores: Option<f64>,
     pub read_only_p99_s: Option<f64>,
     pub mutating_p99_s: Option<f64>,
+    /// Mean latency per step; runs recorded before it was fetched lack it.
+    #[serde(default)]
+    pub read_only_mean_s: Option<f64>,
+    #[serde(default)]
+    pub mutating_mean_s: Option<f64>,
 }
 
 /// One grid point, measured.

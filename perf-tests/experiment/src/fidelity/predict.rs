@@ -93,19 +93,35 @@ pub fn is_calibration(run: &FidelityRun, p: &PointRecord) -> bool {
 }
 
 /// The recommender's `ReplicaHistory` of a set of points' 5 s steps, one after another.
+/// A step without its own mean latency (runs recorded before it was fetched) takes its
+/// point's mean over the whole window, which the same histograms gave.
 pub fn replica_history(points: &[&PointRecord]) -> ReplicaHistory {
-    let steps: Vec<_> = points.iter().flat_map(|p| p.history.iter()).collect();
+    let steps: Vec<_> = points
+        .iter()
+        .flat_map(|p| p.history.iter().map(move |s| (*p, s)))
+        .collect();
+    let mean = |p: &PointRecord, step: Option<f64>, class: &str| {
+        step.or_else(|| p.classes.get(class).and_then(|m| m.mean_s))
+    };
     ReplicaHistory {
         replica: Replica {
             component: Component::Apiserver,
             name: "apiserver-0".into(),
             instance: "apiserver-0".into(),
         },
-        read_only_rate: steps.iter().map(|s| s.read_only_rate).collect(),
-        mutating_rate: steps.iter().map(|s| s.mutating_rate).collect(),
-        cpu_cores: steps.iter().map(|s| s.cpu_cores).collect(),
-        read_only_p99_s: steps.iter().map(|s| s.read_only_p99_s).collect(),
-        mutating_p99_s: steps.iter().map(|s| s.mutating_p99_s).collect(),
+        read_only_rate: steps.iter().map(|(_, s)| s.read_only_rate).collect(),
+        mutating_rate: steps.iter().map(|(_, s)| s.mutating_rate).collect(),
+        cpu_cores: steps.iter().map(|(_, s)| s.cpu_cores).collect(),
+        read_only_p99_s: steps.iter().map(|(_, s)| s.read_only_p99_s).collect(),
+        mutating_p99_s: steps.iter().map(|(_, s)| s.mutating_p99_s).collect(),
+        read_only_mean_s: steps
+            .iter()
+            .map(|(p, s)| mean(p, s.read_only_mean_s, "readOnly"))
+            .collect(),
+        mutating_mean_s: steps
+            .iter()
+            .map(|(p, s)| mean(p, s.mutating_mean_s, "mutating"))
+            .collect(),
         resident_memory_bytes: vec![None; steps.len()],
     }
 }
@@ -189,11 +205,13 @@ fn predict_point(
             arrival_rate: offered("readOnly"),
             cpu_s: c.read_only.cpu_s,
             non_cpu_s: c.read_only.non_cpu_s,
+            non_cpu_scv: c.read_only.non_cpu_scv,
         },
         mutating: ClassLoad {
             arrival_rate: offered("mutating"),
             cpu_s: c.mutating.cpu_s,
             non_cpu_s: c.mutating.non_cpu_s,
+            non_cpu_scv: c.mutating.non_cpu_scv,
         },
     };
     match model(&load, p.quota_cores - c.baseline_cpu_cores, p.limits) {
@@ -387,6 +405,8 @@ mod tests {
                     cpu_cores: Some(0.05 + 0.002 * ro * wiggle + 0.006 * mu / wiggle),
                     read_only_p99_s: Some(0.03),
                     mutating_p99_s: Some(0.05),
+                    read_only_mean_s: None,
+                    mutating_mean_s: None,
                 }
             })
             .collect();

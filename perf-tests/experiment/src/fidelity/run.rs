@@ -802,12 +802,19 @@ async fn history(prometheus: &Prometheus, start: f64, end: f64) -> Result<Vec<Hi
             "histogram_quantile(0.99, sum by (le) (rate(apiserver_request_duration_seconds_bucket{{{JOB},{verbs}}}[10s])))"
         )
     };
+    let mean = |verbs: &str| {
+        format!(
+            "sum(rate(apiserver_request_duration_seconds_sum{{{JOB},{verbs}}}[10s])) / sum(rate(apiserver_request_duration_seconds_count{{{JOB},{verbs}}}[10s]))"
+        )
+    };
     let series = [
         rate(RO_VERBS),
         rate(MU_VERBS),
         format!("sum(rate(process_cpu_seconds_total{{{JOB}}}[10s]))"),
         p99(RO_VERBS),
         p99(MU_VERBS),
+        mean(RO_VERBS),
+        mean(MU_VERBS),
     ];
     let mut values: Vec<BTreeMap<i64, f64>> = Vec::new();
     for q in &series {
@@ -829,6 +836,8 @@ async fn history(prometheus: &Prometheus, start: f64, end: f64) -> Result<Vec<Hi
             cpu_cores: values[2].get(&t).copied(),
             read_only_p99_s: values[3].get(&t).copied(),
             mutating_p99_s: values[4].get(&t).copied(),
+            read_only_mean_s: values[5].get(&t).copied(),
+            mutating_mean_s: values[6].get(&t).copied(),
         })
         .collect())
 }
