@@ -479,13 +479,14 @@ fn markdown(
     }
 
     t.push_str("## Calibration\n\n");
-    t.push_str("| quota | points | method | samples | R² | D readOnly | D mutating | T readOnly | T mutating | baseline | notes |\n");
+    t.push_str("D: CPU per request; T: time off the CPU, with c² its squared coefficient of variation (1: exponential).\n\n");
+    t.push_str("| quota | points | method | samples | R² | D readOnly | D mutating | T readOnly (c²) | T mutating (c²) | baseline | notes |\n");
     t.push_str("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
     for c in &predictions.calibrations {
         let k = &c.calibration;
         let _ = writeln!(
             t,
-            "| {} | {} | {:?} | {} | {} | {:.2} ms | {:.2} ms | {:.1} ms | {:.1} ms | {:.3} cores | {} |",
+            "| {} | {} | {:?} | {} | {} | {:.2} ms | {:.2} ms | {:.1} ms ({:.1}) | {:.1} ms ({:.1}) | {:.3} cores | {} |",
             c.quota_cores,
             c.points
                 .iter()
@@ -498,7 +499,9 @@ fn markdown(
             k.read_only.cpu_s * 1e3,
             k.mutating.cpu_s * 1e3,
             k.read_only.non_cpu_s * 1e3,
+            k.read_only.non_cpu_scv,
             k.mutating.non_cpu_s * 1e3,
+            k.mutating.non_cpu_scv,
             k.baseline_cpu_cores,
             k.notes.join("; ")
         );
