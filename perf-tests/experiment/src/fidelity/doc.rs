@@ -387,6 +387,37 @@ fn markdown(
          in percentage points of the class's requests. Goals from issue #14: mean ≤ 10%, \
          P99 ≤ 20%, 429 ≤ 0.5 pp, CPU ≤ 10%.\n\n",
     );
+    let slo = recommender::policy::Slo::default();
+    let check = predict::slo_check(
+        points,
+        &predictions.points,
+        [slo.read_only_p99_s(), slo.mutating_p99_s],
+    );
+    let _ = writeln!(
+        t,
+        "Against the default policy's P99 SLOs (readOnly {} s, mutating {} s): of {} scored \
+         class-points, {} measured over the SLO, and {} where the model predicted the SLO met \
+         and the measurement missed it by more than {:.0}%{}.\n",
+        slo.read_only_p99_s(),
+        slo.mutating_p99_s,
+        check.checked,
+        check.measured_over,
+        check.optimistic.len(),
+        predict::SLO_MISS_MARGIN * 100.0,
+        if check.optimistic.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({})",
+                check
+                    .optimistic
+                    .iter()
+                    .map(|(i, c)| format!("#{i} {c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
     let diag = |p: &PointPrediction| p.apf_level.as_ref().map(|a| a.errors.clone());
     let apf_points: Vec<PointPrediction> = predictions
         .points

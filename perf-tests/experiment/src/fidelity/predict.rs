@@ -382,6 +382,50 @@ pub fn summarise(
         .collect()
 }
 
+/// How far past its SLO a measured P99 may be where the model said the SLO was met: the
+/// issue's bar for a model the recommender may act on.
+pub const SLO_MISS_MARGIN: f64 = 0.2;
+
+/// Scored class-points checked against per-class P99 SLOs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SloCheck {
+    pub checked: usize,
+    /// Measured P99 over its SLO (any amount).
+    pub measured_over: usize,
+    /// Predicted within the SLO, measured over it by more than the margin: (point, class).
+    pub optimistic: Vec<(u32, &'static str)>,
+}
+
+/// Where the model promised an SLO the apiserver then missed by more than `SLO_MISS_MARGIN`.
+pub fn slo_check(
+    points: &[PointRecord],
+    predictions: &[PointPrediction],
+    slo: [f64; 2],
+) -> SloCheck {
+    let mut check = SloCheck::default();
+    for p in predictions
+        .iter()
+        .filter(|p| p.scored && p.missing.is_none())
+    {
+        let Some(record) = points.iter().find(|r| r.index == p.index) else {
+            continue;
+        };
+        for ((class, predicted), slo) in CLASSES.iter().zip([&p.read_only, &p.mutating]).zip(slo) {
+            let Some(measured) = record.classes.get(*class).and_then(|m| m.p99_s) else {
+                continue;
+            };
+            check.checked += 1;
+            if measured > slo {
+                check.measured_over += 1;
+            }
+            if predicted.p99_s <= slo && measured > slo * (1.0 + SLO_MISS_MARGIN) {
+                check.optimistic.push((p.index, class));
+            }
+        }
+    }
+    check
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -515,5 +559,46 @@ mod tests {
         assert_eq!(median(&mut []), None);
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    #[test]
+    fn an_slo_promised_and_missed_by_more_than_the_margin_is_counted() {
+        let run_limits = Limits {
+            read_only: 400,
+            mutating: 200,
+        };
+        let mut record = point(7, run_limits, 0.5, Mix::Read);
+        let prediction = |p99: f64| PointPrediction {
+            index: 7,
+            scored: true,
+            read_only: ClassPredicted {
+                p99_s: p99,
+                ..Default::default()
+            },
+            mutating: ClassPredicted {
+                p99_s: p99,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        for (class, p99) in [("readOnly", 1.3), ("mutating", 1.1)] {
+            record.classes.get_mut(class).unwrap().p99_s = Some(p99);
+        }
+        // Both measured over a 1 s SLO; only readOnly by more than 20%.
+        let promised = slo_check(
+            std::slice::from_ref(&record),
+            &[prediction(0.5)],
+            [1.0, 1.0],
+        );
+        assert_eq!(promised.checked, 2);
+        assert_eq!(promised.measured_over, 2);
+        assert_eq!(promised.optimistic, vec![(7, "readOnly")]);
+        // A model that predicted the miss is not optimistic.
+        let warned = slo_check(
+            std::slice::from_ref(&record),
+            &[prediction(1.2)],
+            [1.0, 1.0],
+        );
+        assert!(warned.optimistic.is_empty());
     }
 }
