@@ -407,11 +407,10 @@ async fn client(kubeconfig: &Path) -> Client {
 /// hosted-up builds the node agent with cargo unless told where one is; the workspace's
 /// build is next to this test's binary.
 pub fn use_workspace_node_agent() {
-    let agent = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("node-agent")))
-        .filter(|agent| agent.is_file());
-    if let (Some(agent), None) = (agent, std::env::var_os("ARAK_NODE_AGENT")) {
+    if let (Some(agent), None) = (
+        harness::built_node_agent(),
+        std::env::var_os("ARAK_NODE_AGENT"),
+    ) {
         // SAFETY: called first thing in the only test of its binary, before any runtime or
         // other thread exists that could read or write the environment.
         unsafe { std::env::set_var("ARAK_NODE_AGENT", agent) };

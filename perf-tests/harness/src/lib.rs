@@ -318,6 +318,16 @@ impl Drop for Cluster {
     }
 }
 
+/// The node agent `cargo test` built beside the running test binary (`target/<profile>/`),
+/// if any. Passed as `ARAK_NODE_AGENT`, it spares `hosted-up` a `cargo build -p node-agent`,
+/// whose features differ from the workspace's and so rebuild kube and its dependencies.
+pub fn built_node_agent() -> Option<PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("node-agent")))
+        .filter(|agent| agent.is_file())
+}
+
 /// `perf-tests/` in this checkout.
 fn perf_tests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

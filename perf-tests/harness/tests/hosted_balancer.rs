@@ -37,11 +37,15 @@ async fn the_balancer_routes_only_to_ready_apiservers() {
         hosted: true,
         ..ClusterOptions::default()
     };
-    let env = [
+    let agent = harness::built_node_agent()
+        .filter(|_| std::env::var_os("ARAK_NODE_AGENT").is_none())
+        .map(|agent| agent.display().to_string());
+    let mut env = vec![
         ("ARAK_HOSTED_MASTERS", "2"),
         ("ARAK_HOSTED_APISERVERS", "2"),
         ("ARAK_HOSTED_NODES", "1"),
     ];
+    env.extend(agent.as_deref().map(|agent| ("ARAK_NODE_AGENT", agent)));
     let mut cluster = match Cluster::up_with_env(&options, &env) {
         Ok(Outcome::Ready(cluster)) => cluster,
         Ok(Outcome::Skip(reason)) => {
