@@ -192,6 +192,11 @@ impl PrometheusSource {
         // anything else (DNS, a stuck pool) so a fetch never hangs.
         match tokio::time::timeout(self.timeout + Duration::from_millis(500), request).await {
             Ok(Ok(result)) => Ok(result),
+            Ok(Err(e)) if reqwest_timed_out(&e) => Err(Error::PrometheusTimeout {
+                address: self.address.clone(),
+                query: promql,
+                timeout_s: self.timeout.as_secs_f64(),
+            }),
             Ok(Err(e)) => Err(Error::Prometheus {
                 address: self.address.clone(),
                 query: promql,
@@ -552,6 +557,20 @@ fn now_unix_s() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// Whether reqwest gave up on its own timeout: said as the bound, not as "operation timed out".
+fn reqwest_timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_timeout)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 #[cfg(test)]

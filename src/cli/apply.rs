@@ -1,6 +1,7 @@
 //! `arak apply`: puts a Recommendation into effect on the control plane's StatefulSets and
 //! APF objects, or with `--dry-run` prints what would change and changes nothing. SIGTERM
-//! or Ctrl-C stops it after the pod being changed, as `arak run`.
+//! or Ctrl-C stops it at once while nothing is being changed, else after the pod being
+//! changed, as `arak run`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -9,10 +10,10 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use recommender::Recommendation;
 use tokio::sync::watch;
-use updater::{Outcome, ReadinessOnly};
+use updater::{Outcome, Progress, ReadinessOnly};
 
 use super::Output;
-use super::cluster_access::{UpdaterArgs, client};
+use super::cluster_access::{ApiserverTimeouts, UpdaterArgs, client};
 use crate::controller::wait_for_signal;
 
 #[derive(Debug, Args)]
@@ -36,6 +37,8 @@ pub struct ApplyArgs {
     dry_run: bool,
     #[arg(long, value_enum, default_value_t)]
     output: Output,
+    #[command(flatten)]
+    timeouts: ApiserverTimeouts,
     #[command(flatten)]
     updater: UpdaterArgs,
 }
@@ -65,36 +68,62 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
 }
 
 async fn apply(args: ApplyArgs, recommendation: Recommendation) -> anyhow::Result<()> {
-    let (management, default_namespace) = client(args.kubeconfig.as_deref()).await?;
+    let (management, default_namespace) =
+        client(args.kubeconfig.as_deref(), &args.timeouts).await?;
     let tested = match &args.tested_kubeconfig {
-        Some(path) => Some(client(Some(path)).await?.0),
+        Some(path) => Some(client(Some(path), &args.timeouts).await?.0),
         None => None,
     };
     let options = args.updater.options();
     let namespace = args.namespace.unwrap_or(default_namespace);
-    let (stop_tx, stop) = watch::channel(false);
+    let (stop_tx, mut stop) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::warn!(
-            "stop requested: stopping after the pod being changed; a second signal quits at once"
+            "stop requested: stopping now, or after the pod being changed; a second signal quits at once"
         );
         let _ = stop_tx.send(true);
         // A person pressing Ctrl-C again means it: the intent annotation covers the rest.
         wait_for_signal().await;
         std::process::exit(130);
     });
+    let (progress, mut change) = watch::channel(Progress::Idle {
+        since: std::time::Instant::now(),
+    });
     let ctx = updater::Context::new(management, tested, namespace, options, ReadinessOnly)
-        .with_stop(stop);
-    if args.dry_run {
-        let plan = updater::plan(&ctx, &recommendation).await?;
-        match args.output {
+        .with_stop(stop.clone())
+        .with_progress(progress);
+    // Until the updater changes something, a stop needs no wait, whatever call hangs.
+    change.mark_unchanged();
+    let stopped_before_a_change = async {
+        let _ = stop.wait_for(|stop| *stop).await;
+        if change.has_changed().unwrap_or(true) {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = run_updater(&ctx, &recommendation, args.dry_run, args.output) => result,
+        () = stopped_before_a_change => bail!("stopped by a signal; nothing was changed"),
+    }
+}
+
+/// The plan with `dry_run`, else the change, printed; an error unless it took effect.
+async fn run_updater(
+    ctx: &updater::Context<ReadinessOnly>,
+    recommendation: &Recommendation,
+    dry_run: bool,
+    output: Output,
+) -> anyhow::Result<()> {
+    if dry_run {
+        let plan = updater::plan(ctx, recommendation).await?;
+        match output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
             Output::Table => print!("{}", plan.render()),
         }
         return Ok(());
     }
-    let outcome = updater::apply(&ctx, &recommendation).await?;
-    match args.output {
+    let outcome = updater::apply(ctx, recommendation).await?;
+    match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&outcome)?),
         Output::Table => match &outcome {
             Outcome::Unchanged { plan } => print!("already in effect\n{}", plan.render()),

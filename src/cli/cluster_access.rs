@@ -6,10 +6,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use load_fetcher::config::parse_duration;
+use tower::BoxError;
+use tower::util::MapErrLayer;
 use updater::{Component, PlanOptions};
+
+use crate::controller::Error;
 
 /// How the updater changes things.
 #[derive(Debug, Args)]
@@ -43,6 +48,15 @@ pub struct UpdaterArgs {
 }
 
 impl UpdaterArgs {
+    /// The longest one step of a change may wait (a pod's restart or resize, a soak, a
+    /// rollback), not counting the requests it makes.
+    pub fn longest_step(&self) -> Duration {
+        self.pod_ready_timeout
+            .max(self.resize_timeout)
+            .max(self.soak)
+            .max(self.rollback_timeout)
+    }
+
     pub fn options(self) -> updater::Options {
         updater::Options {
             plan: PlanOptions {
@@ -58,9 +72,32 @@ impl UpdaterArgs {
     }
 }
 
-/// A client for the kubeconfig (or the default one) and its namespace.
-pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<(Client, String)> {
-    let config = match kubeconfig {
+/// How long the apiservers (management and tested) may take: without a bound, one that
+/// accepts connections and never answers would hang arak and every signal with it.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct ApiserverTimeouts {
+    /// Upper bound for connecting to an apiserver (TCP and TLS).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    apiserver_connect_timeout: Duration,
+    /// Upper bound for an apiserver to take a request and answer it.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    apiserver_request_timeout: Duration,
+}
+
+impl ApiserverTimeouts {
+    /// The longest one request may take, connection included.
+    pub fn request_bound(&self) -> Duration {
+        self.apiserver_connect_timeout + self.apiserver_request_timeout
+    }
+}
+
+/// A client for the kubeconfig (or the default one) and its namespace; its errors name the
+/// apiserver's address.
+pub async fn client(
+    kubeconfig: Option<&Path>,
+    timeouts: &ApiserverTimeouts,
+) -> anyhow::Result<(Client, String)> {
+    let mut config = match kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
@@ -70,9 +107,65 @@ pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<(Client, String
         }
         None => Config::infer().await.context("finding a kubeconfig")?,
     };
+    config.connect_timeout = Some(timeouts.apiserver_connect_timeout);
+    config.read_timeout = Some(timeouts.apiserver_request_timeout);
+    config.write_timeout = Some(timeouts.apiserver_request_timeout);
+    // The read timeout then counts from each request, not from when its pooled connection
+    // went idle; arak opens no exec or attach session that this would weaken.
+    config.reset_reader_on_write = true;
     let namespace = config.default_namespace.clone();
-    Ok((
-        Client::try_from(config).context("building the Kubernetes client")?,
-        namespace,
-    ))
+    let address = config.cluster_url.to_string();
+    let timeouts = *timeouts;
+    let name_the_address = MapErrLayer::new(move |error: BoxError| -> BoxError {
+        Box::new(Error::apiserver(&address, &timeouts, error.as_ref()))
+    });
+    let client = ClientBuilder::try_from(config)
+        .context("building the Kubernetes client")?
+        .with_layer(&name_the_address)
+        .build();
+    Ok((client, namespace))
+}
+
+impl Error {
+    /// A failed request to the apiserver at `address`, said once: a timeout as the bound it
+    /// exceeded, anything else as its causes on one line.
+    fn apiserver(
+        address: &str,
+        timeouts: &ApiserverTimeouts,
+        error: &(dyn std::error::Error + 'static),
+    ) -> Error {
+        let address = address.trim_end_matches('/').to_owned();
+        let mut causes = Vec::new();
+        let mut timed_out = false;
+        let mut cause = Some(error);
+        while let Some(e) = cause {
+            timed_out |= e
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+            let text = e.to_string();
+            if !causes.iter().any(|c: &String| c.contains(&text)) {
+                causes.push(text);
+            }
+            cause = e.source();
+        }
+        let connecting = error
+            .downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some_and(hyper_util::client::legacy::Error::is_connect);
+        match (timed_out, connecting) {
+            (true, true) => Error::ApiserverTimeout {
+                address,
+                what: "accept a connection",
+                timeout: timeouts.apiserver_connect_timeout,
+            },
+            (true, false) => Error::ApiserverTimeout {
+                address,
+                what: "answer",
+                timeout: timeouts.apiserver_request_timeout,
+            },
+            (false, _) => Error::Apiserver {
+                address,
+                cause: causes.join(": "),
+            },
+        }
+    }
 }

@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use load_fetcher::config::parse_duration;
 use load_fetcher::{ClientOptions, FetchConfig};
 
-use super::cluster_access::{UpdaterArgs, client};
+use super::cluster_access::{ApiserverTimeouts, UpdaterArgs, client};
 use crate::controller;
 
 #[derive(Debug, Args)]
@@ -26,6 +26,12 @@ pub struct RunArgs {
     updater: UpdaterArgs,
     #[command(flatten)]
     leader: LeaderArgs,
+    /// /healthz fails once the loop has made no progress for this long: no answer about the
+    /// lease, or a round stuck on one step (a liveness probe then restarts arak). It must
+    /// exceed the longest step of a change (--pod-ready-timeout, --resize-timeout, --soak,
+    /// --rollback-timeout) by four apiserver requests.
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    progress_deadline: Duration,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -47,6 +53,8 @@ struct KubeArgs {
     /// kubeconfig's or the pod's namespace when omitted).
     #[arg(long, short = 'n', env = "POD_NAMESPACE")]
     namespace: Option<String>,
+    #[command(flatten)]
+    timeouts: ApiserverTimeouts,
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +118,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             "need --retry-period < --renew-deadline < --lease-duration, so a leader stops acting before a standby may take over"
         );
     }
+    // A step takes its own timeout plus the requests around it; each may take its bound.
+    let step = args.updater.longest_step() + 4 * args.kube.timeouts.request_bound();
+    if args.progress_deadline <= step {
+        bail!(
+            "--progress-deadline {} s would fail /healthz during a healthy change: it must exceed {} s, the longest step of a change (--pod-ready-timeout, --resize-timeout, --soak, --rollback-timeout) plus four apiserver requests (--apiserver-connect-timeout + --apiserver-request-timeout each)",
+            args.progress_deadline.as_secs_f64(),
+            step.as_secs_f64()
+        );
+    }
     let fetch_config = match &args.prometheus.fetch_config {
         Some(path) => FetchConfig::from_file(path)?,
         None => FetchConfig::default(),
@@ -120,9 +137,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let (management, default_namespace) = client(args.kube.kubeconfig.as_deref()).await?;
+        let timeouts = &args.kube.timeouts;
+        let (management, default_namespace) =
+            client(args.kube.kubeconfig.as_deref(), timeouts).await?;
         let tested = match &args.kube.tested_kubeconfig {
-            Some(path) => Some(client(Some(path)).await?.0),
+            Some(path) => Some(client(Some(path), timeouts).await?.0),
             None => None,
         };
         let options = controller::Options {
@@ -142,6 +161,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             lease_duration: args.leader.lease_duration,
             renew_deadline: args.leader.renew_deadline,
             retry_period: args.leader.retry_period,
+            progress_deadline: args.progress_deadline,
         };
         let namespace = args.kube.namespace.unwrap_or(default_namespace);
         controller::run(management, tested, namespace, options).await?;

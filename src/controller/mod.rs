@@ -24,7 +24,7 @@ use load_fetcher::{ClientOptions, FetchConfig};
 use recommender::ApiserverSettings;
 use recommender::calibrate::ApiserverCalibration;
 use tokio::sync::watch;
-use updater::ReadinessOnly;
+use updater::{Progress, ReadinessOnly};
 
 use self::http::Health;
 use self::leader::{LeaderElection, Role};
@@ -49,6 +49,15 @@ pub enum Error {
     Current(String),
     #[error("no Prometheus to read the load from: set spec.prometheusUrl or --prometheus-url")]
     NoPrometheus,
+    // A client's failure, said once with no source: kube quotes it again in its own error.
+    #[error("apiserver {address} did not {what} within {} s", timeout.as_secs_f64())]
+    ApiserverTimeout {
+        address: String,
+        what: &'static str,
+        timeout: Duration,
+    },
+    #[error("apiserver {address}: {cause}")]
+    Apiserver { address: String, cause: String },
     #[error("serving /metrics on {address}: {source}")]
     Listen {
         address: SocketAddr,
@@ -71,6 +80,8 @@ impl Error {
             Error::Updater(_) => "ApplyFailed",
             Error::Current(_) => "CurrentSettingsUnreadable",
             Error::NoPrometheus => "NoPrometheus",
+            Error::ApiserverTimeout { .. } => "ApiserverTimeout",
+            Error::Apiserver { .. } => "ApiserverError",
             Error::Listen { .. } => "ListenFailed",
         }
     }
@@ -94,6 +105,8 @@ pub struct Options {
     pub renew_deadline: Duration,
     /// How often the lease is renewed or, by a standby, tried.
     pub retry_period: Duration,
+    /// `/healthz` fails once the loop has made no progress for this long.
+    pub progress_deadline: Duration,
 }
 
 /// The last round's model of each apiserver replica (its calibration and the settings that
@@ -109,12 +122,15 @@ pub struct Context {
     pub fetch_config: FetchConfig,
     pub fetch_client: ClientOptions,
     recorder: Recorder,
+    reporter: Reporter,
     health: Arc<Health>,
     predicted: Mutex<Predicted>,
     /// When the lease was last renewed by this instance; None when it is not the leader.
     renewed: watch::Receiver<Option<Instant>>,
     renew_deadline: Duration,
     shutdown: watch::Receiver<bool>,
+    /// The updater's progress: whether a round has begun changing things.
+    change: watch::Receiver<Progress>,
 }
 
 impl Context {
@@ -128,15 +144,28 @@ impl Context {
         *self.shutdown.borrow()
     }
 
-    /// Events are best effort: a failure to record one must not fail the round.
+    /// Events are best effort: a failure to record one must not fail the round. Repeats
+    /// of one reason fold into a series on the first Event, which keeps the first note.
     async fn publish(&self, event: Event, reference: &ObjectReference) {
-        if let Err(error) = self.recorder.publish(&event, reference).await {
-            tracing::warn!(%error, reason = %event.reason, "recording an event");
-        }
+        report_failure(self.recorder.publish(&event, reference).await, &event);
+    }
+
+    /// An Event of its own, whose note says what this change was: a recorder that has seen
+    /// none before folds nothing into an earlier series.
+    async fn publish_change(&self, event: Event, reference: &ObjectReference) {
+        let recorder = Recorder::new(self.updater.management.clone(), self.reporter.clone());
+        report_failure(recorder.publish(&event, reference).await, &event);
     }
 }
 
-/// Runs until SIGTERM or Ctrl-C: elects a leader, and as leader runs the rounds. A roll in
+fn report_failure(result: Result<(), kube::Error>, event: &Event) {
+    if let Err(error) = result {
+        tracing::warn!(%error, reason = %event.reason, "recording an event");
+    }
+}
+
+/// Runs until SIGTERM or Ctrl-C: elects a leader, and as leader runs the rounds. A round that
+/// has changed nothing yet is dropped at once, whatever remote call it waits on; a roll in
 /// progress is stopped after the pod being changed (finished and soaked, or rolled back):
 /// the rest keeps the updater's intent annotations, which the next leader's round finishes
 /// or undoes, as it does after a killed process. Then the lease is released.
@@ -146,7 +175,14 @@ pub async fn run(
     namespace: String,
     options: Options,
 ) -> Result<(), Error> {
-    let health = Arc::new(Health::new(Metrics::default()));
+    let (progress, change) = watch::channel(Progress::Idle {
+        since: Instant::now(),
+    });
+    let health = Arc::new(Health::new(
+        Metrics::default(),
+        options.progress_deadline,
+        change.clone(),
+    ));
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| Error::Listen {
@@ -180,13 +216,11 @@ pub async fn run(
         health.clone(),
     ));
 
-    let recorder = Recorder::new(
-        management.clone(),
-        Reporter {
-            controller: "arak".into(),
-            instance: Some(options.identity.clone()),
-        },
-    );
+    let reporter = Reporter {
+        controller: "arak".into(),
+        instance: Some(options.identity.clone()),
+    };
+    let recorder = Recorder::new(management.clone(), reporter.clone());
     let ctx = Context {
         updater: updater::Context::new(
             management.clone(),
@@ -195,18 +229,21 @@ pub async fn run(
             options.updater,
             ReadinessOnly,
         )
-        .with_stop(shutdown.clone()),
+        .with_stop(shutdown.clone())
+        .with_progress(progress),
         tunings: Api::namespaced(management, &namespace),
         tuning: options.tuning,
         prometheus_url: options.prometheus_url,
         fetch_config: options.fetch_config,
         fetch_client: options.fetch_client,
         recorder,
+        reporter,
         health,
         predicted: Mutex::new(Predicted::new()),
         renewed,
         renew_deadline: options.renew_deadline,
         shutdown,
+        change,
     };
     rounds(&ctx, options.retry_period).await;
     // Dropping the context closes the elector's channel: it then releases the lease.
@@ -232,23 +269,25 @@ async fn rounds(ctx: &Context, retry_period: Duration) {
             continue;
         }
         if Instant::now() >= next_round {
-            let wait = match ctx.tunings.get_opt(&ctx.tuning).await {
-                Ok(Some(tuning)) => match reconcile::reconcile(&tuning, ctx).await {
-                    Ok(interval) => interval,
-                    Err(error) => {
-                        ctx.health.metrics.error("status");
-                        tracing::error!(%error, "round failed");
-                        retry_period
-                    }
-                },
-                Ok(None) => {
-                    tracing::warn!(tuning = %ctx.tuning, "ControlPlaneTuning not found; waiting for it");
-                    retry_period
+            let mut change = ctx.change.clone();
+            change.mark_unchanged();
+            ctx.health.round_began();
+            let abandon = async {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+                // Once the updater has changed something, the round ends by itself: after
+                // the pod being changed, with its outcome in the status.
+                if change.has_changed().unwrap_or(true) {
+                    std::future::pending::<()>().await;
                 }
-                Err(error) => {
-                    tracing::error!(%error, tuning = %ctx.tuning, "reading the ControlPlaneTuning");
-                    retry_period
-                }
+            };
+            let wait = tokio::select! {
+                wait = round(ctx, retry_period) => Some(wait),
+                () = abandon => None,
+            };
+            ctx.health.round_ended();
+            let Some(wait) = wait else {
+                tracing::info!("shutdown: dropped a round that had changed nothing");
+                break;
             };
             next_round = Instant::now() + wait;
         }
@@ -260,8 +299,31 @@ async fn rounds(ctx: &Context, retry_period: Duration) {
     }
 }
 
+/// One round; says when the next is due.
+async fn round(ctx: &Context, retry_period: Duration) -> Duration {
+    match ctx.tunings.get_opt(&ctx.tuning).await {
+        Ok(Some(tuning)) => match reconcile::reconcile(&tuning, ctx).await {
+            Ok(interval) => interval,
+            Err(error) => {
+                ctx.health.metrics.error("status");
+                tracing::error!(%error, "round failed");
+                retry_period
+            }
+        },
+        Ok(None) => {
+            tracing::warn!(tuning = %ctx.tuning, "ControlPlaneTuning not found; waiting for it");
+            retry_period
+        }
+        Err(error) => {
+            tracing::error!(%error, tuning = %ctx.tuning, "reading the ControlPlaneTuning");
+            retry_period
+        }
+    }
+}
+
 /// Acquires and renews the lease every `retry_period` and publishes when it last succeeded;
-/// on shutdown (after the rounds have stopped) releases it.
+/// on shutdown (after the rounds have stopped) releases it. An attempt in flight when
+/// shutdown comes is dropped: a silent apiserver must not hold the exit up.
 async fn keep_lease(
     mut election: LeaderElection,
     renewed: watch::Sender<Option<Instant>>,
@@ -272,8 +334,13 @@ async fn keep_lease(
 ) {
     let mut last_role = None;
     while !*shutdown.borrow() {
-        match election.try_acquire_or_renew().await {
+        let attempt = tokio::select! {
+            attempt = election.try_acquire_or_renew() => attempt,
+            _ = shutdown.changed() => break,
+        };
+        match attempt {
             Ok(role) => {
+                health.lease_answered();
                 if last_role.as_ref() != Some(&role) {
                     match &role {
                         Role::Leader => {
@@ -305,28 +372,43 @@ async fn keep_lease(
             _ = shutdown.changed() => {}
         }
     }
-    // A leader keeps renewing while its last round finishes: the rounds loop checks for
-    // shutdown only between rounds, and an apply stops only after its current pod's soak.
+    // A leader keeps renewing while its last round finishes: a roll stops only after its
+    // current pod's soak.
     while !renewed.is_closed() && renewed.borrow().is_some() {
         tokio::select! {
             _ = tokio::time::sleep(retry_period) => {}
             _ = renewed.closed() => break,
         }
-        match election.try_acquire_or_renew().await {
+        let attempt = tokio::select! {
+            attempt = election.try_acquire_or_renew() => attempt,
+            _ = renewed.closed() => break,
+        };
+        match attempt {
             Ok(Role::Leader) => {
+                health.lease_answered();
                 renewed.send_replace(Some(Instant::now()));
             }
             Ok(Role::Standby { .. }) => {
+                health.lease_answered();
                 renewed.send_replace(None);
             }
             Err(error) => tracing::warn!(%error, "renewing the lease during shutdown"),
         }
     }
-    if let Err(error) = election.release().await {
-        tracing::warn!(%error, "releasing the lease");
+    // Bounded: a lease left held expires after its duration anyway.
+    match tokio::time::timeout(RELEASE_WITHIN, election.release()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "releasing the lease"),
+        Err(_) => tracing::warn!(
+            "releasing the lease: no answer within {} s; it expires by itself",
+            RELEASE_WITHIN.as_secs()
+        ),
     }
     health.metrics.leader.set(0);
 }
+
+/// How long the exit waits to hand the lease over, within the 5 s a signal is honoured in.
+const RELEASE_WITHIN: Duration = Duration::from_secs(3);
 
 /// Returns at the first SIGTERM or Ctrl-C.
 pub(crate) async fn wait_for_signal() {

@@ -535,7 +535,7 @@ async fn finish_unfinished(
                         .map(|s| format!("StatefulSet {s}: rolled back")),
                 )
                 .collect();
-            ctx.publish(
+            ctx.publish_change(
                 Event {
                     type_: EventType::Normal,
                     reason: "Recovered".into(),
@@ -606,7 +606,7 @@ async fn record_outcome(
         Ok(Outcome::Applied { plan }) => {
             ctx.health.metrics.applies.inc();
             let changes = plan_lines(&plan);
-            ctx.publish(
+            ctx.publish_change(
                 Event {
                     type_: EventType::Normal,
                     reason: "Applied".into(),
@@ -642,7 +642,7 @@ async fn record_outcome(
                     .unwrap_or_default(),
                 rejection.reason
             );
-            ctx.publish(
+            ctx.publish_change(
                 Event {
                     type_: EventType::Warning,
                     reason: "RolledBack".into(),
@@ -672,7 +672,7 @@ async fn record_outcome(
         }) => {
             let reason = interrupted_reason(&unfinished, &reason);
             tracing::warn!(%reason, "roll interrupted by shutdown");
-            ctx.publish(
+            ctx.publish_change(
                 Event {
                     type_: EventType::Normal,
                     reason: "Interrupted".into(),

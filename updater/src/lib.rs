@@ -19,7 +19,7 @@ pub mod quantity;
 mod resize;
 mod roll;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -77,6 +77,40 @@ pub struct Context<S> {
     pub slo: S,
     recorder: Recorder,
     stop: watch::Receiver<bool>,
+    progress: watch::Sender<Progress>,
+}
+
+/// How far [`apply`] or [`recover`] has got, for a caller that watches (see
+/// [`Context::with_progress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing is being changed: dropping the call now leaves nothing half-done.
+    Idle { since: Instant },
+    /// Objects are being changed; the step under way (one pod's change, a soak, a rollback)
+    /// began at `step_started` and is bounded by the matching [`Options`] timeout. Dropping
+    /// the call now would leave the rest of the change to the intents.
+    Changing { step_started: Instant },
+}
+
+impl Progress {
+    /// When it last moved on.
+    pub fn at(&self) -> Instant {
+        match *self {
+            Progress::Idle { since } => since,
+            Progress::Changing { step_started } => step_started,
+        }
+    }
+}
+
+/// Marks a change under way until dropped, on every return path.
+struct Changing<'a>(&'a watch::Sender<Progress>);
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(Progress::Idle {
+            since: Instant::now(),
+        });
+    }
 }
 
 impl<S: SloCheck> Context<S> {
@@ -102,7 +136,30 @@ impl<S: SloCheck> Context<S> {
             slo,
             recorder,
             stop: never_stop(),
+            progress: watch::channel(Progress::Idle {
+                since: Instant::now(),
+            })
+            .0,
         }
+    }
+
+    /// Reports on `progress` when a change starts, each step of it, and when it ends.
+    pub fn with_progress(mut self, progress: watch::Sender<Progress>) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// A change begins (or its next step): Idle again when the guard is dropped.
+    fn changing(&self) -> Changing<'_> {
+        self.step();
+        Changing(&self.progress)
+    }
+
+    /// The next step of the change under way begins.
+    fn step(&self) {
+        self.progress.send_replace(Progress::Changing {
+            step_started: Instant::now(),
+        });
     }
 
     /// Stops changes once `stop` holds true: the pod being changed is finished (Ready and
@@ -270,6 +327,7 @@ pub async fn apply<S: SloCheck>(
         });
     }
 
+    let _changing = ctx.changing();
     // The last step finished and verified, for the reason of an interruption.
     let mut last_done = None;
     if !plan.apf.is_empty() {
@@ -286,6 +344,7 @@ pub async fn apply<S: SloCheck>(
             let reason = format!("stop requested after {done}");
             return interrupt(ctx, &plan, index, Vec::new(), reason).await;
         }
+        ctx.step();
         let siblings = component_stateful_sets(recommendation, sts_plan.component);
         let rejected = |reason| {
             Outcome::Rejected(Rejection {
@@ -416,6 +475,7 @@ pub async fn recover<S: SloCheck>(
             None => vec![name.clone()],
         };
         tracing::info!(stateful_set = %name, step = %unfinished.step, resume = wanted, "recovering an unfinished change");
+        let _changing = ctx.changing();
         let result = if wanted {
             roll::resume(ctx, name, &unfinished, &siblings).await?
         } else {
@@ -513,6 +573,24 @@ fn component_stateful_sets(recommendation: &Recommendation, component: Component
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_reads_idle_again_however_it_returns() {
+        let (tx, rx) = watch::channel(Progress::Idle {
+            since: Instant::now(),
+        });
+        let started = Instant::now();
+        let early_return = || -> Result<()> {
+            let _changing = Changing(&tx);
+            tx.send_replace(Progress::Changing {
+                step_started: Instant::now(),
+            });
+            assert!(matches!(*rx.borrow(), Progress::Changing { .. }));
+            Err(Error::NoStatefulSet("apiserver-0".into()))
+        };
+        assert!(early_return().is_err());
+        assert!(matches!(*rx.borrow(), Progress::Idle { since } if since >= started));
+    }
 
     #[test]
     fn without_a_stop_signal_nothing_ever_stops() {

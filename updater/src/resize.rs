@@ -35,6 +35,7 @@ pub(crate) async fn resize_pods<S: SloCheck>(
 ) -> Result<RollResult> {
     let pods: Api<Pod> = Api::namespaced(ctx.management.clone(), &ctx.namespace);
     for (done, resize) in sts_plan.resizes.iter().enumerate() {
+        ctx.step();
         set_resources(&pods, resize, &sts_plan.container, &resize.target).await?;
         let outcome = match wait_resized(ctx, &pods, resize, &sts_plan.container).await {
             Ok(()) => {

@@ -224,6 +224,7 @@ async fn continue_roll<S: SloCheck>(
             }))
         })
         .await?;
+        ctx.step();
         let pod = format!("{name}-{ordinal}");
         let result = match wait_pod_updated(ctx, name, &pod, &intent.container, siblings).await {
             Ok(()) => soak(ctx, intent.component, Some((name, &pod)), siblings).await,
@@ -275,6 +276,7 @@ pub(crate) async fn rollback<S: SloCheck>(
     siblings: &[String],
 ) -> Result<RollResult> {
     tracing::warn!(stateful_set = name, %reason, "rolling back");
+    ctx.step();
     let mut back = intent.clone();
     back.step = Step::RollingBack;
     patch_stateful_set(ctx, name, |sts| {
@@ -480,6 +482,7 @@ pub(crate) async fn soak<S: SloCheck>(
         || format!("the {component} change"),
         |(_, pod)| pod.to_owned(),
     );
+    ctx.step();
     let until = Instant::now() + ctx.options.soak;
     loop {
         match not_ready(ctx, siblings).await {

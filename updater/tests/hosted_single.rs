@@ -82,6 +82,7 @@ async fn cases() {
     );
     let pods: Api<Pod> = Api::namespaced(management.clone(), &namespace);
     let statefulsets: Api<StatefulSet> = Api::namespaced(management, &namespace);
+    targets_name_their_pods(&cluster, &pods).await;
 
     let step = Instant::now();
     let old = processes(&pods, &PODS).await;
@@ -240,4 +241,55 @@ async fn assert_settled(statefulsets: &Api<StatefulSet>, inflight: u32) {
         args.contains(&format!("{INFLIGHT_FLAG}{inflight}")),
         "{args:?}"
     );
+}
+
+/// Prometheus scrapes each replica of the one StatefulSet, up, with a `pod` label naming it
+/// and a `node` label where that pod runs: the fetcher names replicas by `pod`.
+async fn targets_name_their_pods(cluster: &Cluster, pods: &Api<Pod>) {
+    let url = format!(
+        "{}/api/v1/query?query=up%7Bjob%3D%22tested-apiserver%22%7D",
+        cluster.prometheus_url()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let labels = loop {
+        let output = std::process::Command::new("curl")
+            .args(["-sf", "--max-time", "5", &url])
+            .output()
+            .expect("curl runs");
+        let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        let mut labels: Vec<(String, String)> = answer["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            // Up: the target's address is where an apiserver answers.
+            .filter(|series| series["value"][1] == "1")
+            .filter_map(|series| {
+                let metric = &series["metric"];
+                Some((
+                    metric["pod"].as_str()?.to_owned(),
+                    metric["node"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        labels.sort();
+        if labels.len() == PODS.len() {
+            break labels;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `up` series with pod and node labels for each of {PODS:?}: {answer}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    for ((pod, node), wanted) in labels.iter().zip(PODS) {
+        assert_eq!(pod, wanted);
+        let running_on = pods
+            .get(pod)
+            .await
+            .expect("pod")
+            .spec
+            .and_then(|s| s.node_name)
+            .unwrap_or_default();
+        assert_eq!(node, &running_on, "the target of {pod} is where it runs");
+    }
 }
