@@ -212,6 +212,8 @@ pub enum FindingKind {
     CounterReset,
     /// NaN or ±Inf where a number was expected.
     NotFinite,
+    /// Below zero where only zero or more has a meaning (a rate, cores, bytes); left out.
+    Negative,
     /// A histogram with no observations in the window.
     EmptyHistogram,
     /// A replica present earlier in the window (or last round) is gone.
