@@ -95,8 +95,8 @@ impl Workload {
 
     /// Every error names the field and says what is wrong with it.
     pub fn validate(&self) -> anyhow::Result<()> {
-        non_negative("peak_read_only_rps", self.peak_read_only_rps)?;
-        non_negative("peak_mutating_rps", self.peak_mutating_rps)?;
+        rate("peak_read_only_rps", self.peak_read_only_rps)?;
+        rate("peak_mutating_rps", self.peak_mutating_rps)?;
         if self.peak_read_only_rps + self.peak_mutating_rps == 0.0 {
             bail!(
                 "workload: peak_read_only_rps and peak_mutating_rps are both 0: nothing to simulate"
@@ -135,7 +135,7 @@ impl Workload {
         for (i, b) in self.list_bursts.iter().enumerate() {
             hour(&format!("list_bursts[{i}].start_h"), b.start_h)?;
             positive(&format!("list_bursts[{i}].duration_min"), b.duration_min)?;
-            non_negative(&format!("list_bursts[{i}].rate_rps"), b.rate_rps)?;
+            rate(&format!("list_bursts[{i}].rate_rps"), b.rate_rps)?;
             cost(&format!("list_bursts[{i}].cost"), &b.cost)?;
         }
         for (i, s) in self.pod_storms.iter().enumerate() {
@@ -249,6 +249,31 @@ fn non_negative(name: &str, v: f64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Most requests per second a workload may ask of the whole control plane: the largest
+/// clusters see about 2·10⁴, and the simulation's time grows with every arrival
+/// (`peak_read_only_rps: 1e9` ran for minutes).
+pub const MAX_CLUSTER_RPS: f64 = 100_000.0;
+
+fn rate(name: &str, v: f64) -> anyhow::Result<()> {
+    non_negative(name, v)?;
+    if v > MAX_CLUSTER_RPS {
+        bail!(
+            "workload: {name} is {v} requests/s, above {MAX_CLUSTER_RPS}: more than any cluster serves"
+        );
+    }
+    Ok(())
+}
+
+impl Workload {
+    /// The most requests per second the workload asks at once: the peak of the curve and
+    /// every list burst together.
+    pub fn peak_rps(&self) -> f64 {
+        self.peak_read_only_rps
+            + self.peak_mutating_rps
+            + self.list_bursts.iter().map(|b| b.rate_rps).sum::<f64>()
+    }
+}
+
 fn hour(name: &str, v: f64) -> anyhow::Result<()> {
     if !(v.is_finite() && (0.0..24.0).contains(&v)) {
         bail!("workload: {name} must be an hour within [0, 24), got {v}");
@@ -259,8 +284,11 @@ fn hour(name: &str, v: f64) -> anyhow::Result<()> {
 fn cost(name: &str, c: &RequestCost) -> anyhow::Result<()> {
     non_negative(&format!("{name}.cpu_s"), c.cpu_s)?;
     non_negative(&format!("{name}.non_cpu_s"), c.non_cpu_s)?;
-    if c.cpu_s + c.non_cpu_s == 0.0 {
-        bail!("workload: {name}.cpu_s and {name}.non_cpu_s are both 0: a request takes some time");
+    if c.cpu_s + c.non_cpu_s < queue_model::MIN_REQUEST_S {
+        bail!(
+            "workload: {name}.cpu_s + {name}.non_cpu_s is {}: a request takes at least a microsecond",
+            c.cpu_s + c.non_cpu_s
+        );
     }
     Ok(())
 }
