@@ -296,6 +296,84 @@ fn cost(name: &str, c: &RequestCost) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Few cases per CI run; the long fuzz job sets `PROPTEST_CASES`, e.g.
+    /// `PROPTEST_CASES=20000 cargo test --release --bin arak hostile`.
+    fn config() -> proptest::test_runner::Config {
+        proptest::test_runner::Config {
+            cases: std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(64),
+            ..Default::default()
+        }
+    }
+
+    fn float() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            proptest::num::f64::ANY,
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(1e9),
+            Just(1e-300),
+            Just(-1.0),
+            0.0f64..100.0,
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// The built-in day with numbers swapped for any float: refused at the door, or every
+        /// interval's load is finite and within what the simulation is bounded to
+        /// (`peak_read_only_rps: 1e9` ran for minutes).
+        #[test]
+        fn hostile_workloads_are_refused_or_bounded(
+            picks in prop::collection::vec((0usize..64, float()), 1..4),
+        ) {
+            let numbers = number_spans(BUILT_IN_YAML);
+            let mut text = BUILT_IN_YAML.to_owned();
+            // Replace from the back so earlier spans stay put.
+            let mut spans: Vec<_> = picks
+                .iter()
+                .map(|(i, x)| (numbers[i % numbers.len()].clone(), *x))
+                .collect();
+            spans.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
+            spans.dedup_by_key(|(r, _)| r.start);
+            for (range, x) in spans {
+                let yaml = if x.is_nan() { ".nan".into() } else if x.is_infinite() { ".inf".into() } else { format!("{x:e}") };
+                text.replace_range(range, &yaml);
+            }
+            let Ok(w) = Workload::from_yaml(&text) else { return Ok(()) };
+            prop_assert!(w.peak_rps() <= MAX_CLUSTER_RPS * (2 + w.list_bursts.len()) as f64);
+            for hour in 0..24 {
+                let r = w.requests(f64::from(hour) * 3600.0, f64::from(hour + 1) * 3600.0);
+                prop_assert!(r.read_only_rps.is_finite() && r.read_only_rps >= 0.0, "{r:?}");
+                prop_assert!(r.mutating_rps.is_finite() && r.mutating_rps >= 0.0, "{r:?}");
+            }
+        }
+    }
+
+    /// Byte spans of the numbers written after `: ` in a YAML text.
+    fn number_spans(text: &str) -> Vec<std::ops::Range<usize>> {
+        let mut spans = Vec::new();
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i + 1 < bytes.len() {
+            if bytes[i] == b':' && bytes[i + 1] == b' ' {
+                let start = i + 2;
+                let end = (start..bytes.len())
+                    .find(|&j| !(bytes[j].is_ascii_digit() || bytes[j] == b'.'))
+                    .unwrap_or(bytes.len());
+                if end > start {
+                    spans.push(start..end);
+                }
+            }
+            i += 1;
+        }
+        spans
+    }
 
     #[test]
     fn the_curve_peaks_at_the_peak_hour_and_bottoms_out_twelve_hours_away() {
