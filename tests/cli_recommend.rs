@@ -169,3 +169,28 @@ fn a_snapshot_no_fetcher_produces_is_refused_naming_file_and_field() {
         "{stderr}"
     );
 }
+
+/// Issue #17: `fetch --history 100000h --step 1ms` tried to allocate terabytes. It is refused
+/// before Prometheus is asked: the port here is closed, and the error is not about it.
+#[test]
+fn a_history_of_more_points_than_prometheus_answers_is_refused_before_asking() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let stderr = stderr_of(&[
+        "fetch",
+        "--prometheus-url",
+        &url,
+        "--history",
+        "100000h",
+        "--step",
+        "1ms",
+    ]);
+    assert!(
+        stderr.contains("fetch option history") && stderr.contains("11000"),
+        "{stderr}"
+    );
+}
