@@ -194,3 +194,18 @@ fn a_history_of_more_points_than_prometheus_answers_is_refused_before_asking() {
         "{stderr}"
     );
 }
+
+/// Issue #17: causes were printed twice, since the error carried its cause both in its
+/// message and as its source.
+#[test]
+fn a_policy_error_prints_its_cause_once() {
+    let policy = std::fs::read_to_string("config/examples/policy.yaml").unwrap();
+    let path = scratch("misspelt-policy.yaml");
+    std::fs::write(&path, policy.replace("cooldown_s:", "cooldown:")).unwrap();
+    let stderr = stderr_of(&[&EXAMPLE[..3], &["--policy", path.to_str().unwrap()]].concat());
+    assert_eq!(
+        stderr.matches("unknown field `cooldown`").count(),
+        1,
+        "{stderr}"
+    );
+}
