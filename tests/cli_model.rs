@@ -180,3 +180,38 @@ fn bad_arguments_exit_non_zero_naming_the_argument_without_a_panic() {
         assert!(stderr.contains(named), "{args:?}: {stderr}");
     }
 }
+
+/// Issue #17: these ran for tens of seconds. Each is refused at once, naming the argument
+/// and the limit.
+#[test]
+fn inputs_beyond_any_node_are_refused_at_once() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["model", "apiserver", "--cores", "1e5"],
+            "`cores` = 100000 is above 1024",
+        ),
+        (
+            &[
+                "model",
+                "mmc",
+                "--arrival-rate",
+                "10",
+                "--service-rate",
+                "1",
+                "--servers",
+                "4294967295",
+            ],
+            "`servers` = 4294967295 is above 100000",
+        ),
+        (
+            &["model", "apiserver", "--read-rate", "1e300"],
+            "`read_only.arrival_rate`",
+        ),
+    ];
+    for (args, named) in cases {
+        let out = arak(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+    }
+}

@@ -169,6 +169,11 @@ fn a_malformed_workload_fails_naming_the_problem() {
             "trough_share",
         ),
         (built_in.replace("pods: 3000", "pods: lots"), "pod_storms"),
+        // Issue #17: ran for minutes with no output.
+        (
+            built_in.replace("peak_read_only_rps: 6000", "peak_read_only_rps: 1e9"),
+            "peak_read_only_rps is 1000000000 requests/s, above 100000",
+        ),
         ("peak_read_only_rps: [\n".to_string(), "workload"),
     ];
     for (i, (text, problem)) in cases.iter().enumerate() {
@@ -194,4 +199,55 @@ fn a_malformed_workload_fails_naming_the_problem() {
     let missing = arak(&["simulate", "--workload", "/nonexistent/day.yaml"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/day.yaml"));
+}
+
+/// Issue #17: an unwritable `--out` was discovered after the whole simulation; now before
+/// it starts, so no progress is printed. A long run prints its progress.
+#[test]
+fn an_unwritable_out_is_refused_before_the_run_and_progress_is_shown() {
+    let dir = scratch("out");
+    let file = dir.join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let under_a_file = file.join("plots");
+    let output = arak(&[
+        "simulate",
+        "--intervals",
+        "2",
+        "--sample-s",
+        "1",
+        "--out",
+        under_a_file.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--out") && stderr.contains(under_a_file.to_str().unwrap()),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("simulate: "),
+        "ran before failing: {stderr}"
+    );
+
+    let output = arak(&[
+        "simulate",
+        "--intervals",
+        "2",
+        "--sample-s",
+        "1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    stdout(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("simulate: 100% (6/6 intervals"), "{stderr}");
+}
+
+/// The work a run may do is bounded as a whole: a long sample window over many intervals.
+#[test]
+fn a_run_beyond_the_simulation_budget_is_refused_at_once() {
+    let output = arak(&["simulate", "--sample-s", "1e9"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("lower one of them"), "{stderr}");
 }

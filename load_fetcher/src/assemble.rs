@@ -95,6 +95,16 @@ impl<'a> Index<'a> {
                     );
                     continue;
                 }
+                // Every measure but a sample's age (clock skew) is a rate, count or size.
+                if row.value < 0.0 && *measure != Measure::SampleAge {
+                    findings.warn(
+                        FindingKind::Negative,
+                        metrics.get(measure).copied().unwrap_or("?"),
+                        Some(&row.replica),
+                        format!("value {} for {:?}; left out", row.value, row.labels),
+                    );
+                    continue;
+                }
                 rows.entry((*component, *measure, row.replica.clone()))
                     .or_default()
                     .push(row);
@@ -511,6 +521,45 @@ mod tests {
                 .any(|f| f.kind == FindingKind::Missing
                     && f.severity == Severity::Blocking
                     && f.detail.contains("job=~\"none\""))
+        );
+    }
+
+    /// Issue #17: negative rates, cores and bytes from Prometheus were stored silently.
+    #[test]
+    fn negative_values_are_left_out_with_a_finding() {
+        let a = replica(Component::Apiserver, "apiserver-0");
+        let mut readings = Readings::default();
+        let r = &mut readings.rows;
+        r.insert(
+            (Component::Apiserver, Measure::Requests),
+            vec![row(&a, &[("verb", "GET"), ("code", "200")], 10.0)],
+        );
+        r.insert(
+            (Component::Apiserver, Measure::Cpu),
+            vec![row(&a, &[], -2.0)],
+        );
+        r.insert(
+            (Component::Apiserver, Measure::ResidentMemory),
+            vec![row(&a, &[], -1e9)],
+        );
+        // A sample from a clock a little ahead is not a negative quantity.
+        r.insert(
+            (Component::Apiserver, Measure::SampleAge),
+            vec![row(&a, &[], -0.5)],
+        );
+        let assembly = assemble(&readings, Duration::from_secs(5), "");
+        let s = &assembly.apiservers[0];
+        assert_eq!(s.process.cpu_cores, None);
+        assert_eq!(s.process.resident_memory_bytes, None);
+        let negative: Vec<&str> = assembly
+            .findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::Negative)
+            .map(|f| f.metric.as_str())
+            .collect();
+        assert_eq!(
+            negative,
+            ["process_cpu_seconds_total", "process_resident_memory_bytes"]
         );
     }
 

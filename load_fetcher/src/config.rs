@@ -178,7 +178,8 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     if !seconds.is_finite() || seconds <= 0.0 {
         return Err(format!("`{text}` must be positive"));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    // `from_secs_f64` panics past u64::MAX seconds (`99999999999999999999h`).
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is too long"))
 }
 
 /// A PromQL range like `300000ms`; milliseconds keep sub-second steps exact.
@@ -213,6 +214,8 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5d").is_err());
         assert!(parse_duration("fast").is_err());
+        // Found by tests/hostile.rs: this panicked in Duration::from_secs_f64.
+        assert!(parse_duration("99999999999999999999h").is_err());
         assert_eq!(promql_range(Duration::from_secs(300)), "300000ms");
     }
 

@@ -16,6 +16,12 @@ pub enum Error {
     InvalidFile { path: PathBuf, reason: String },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A fetch option that would ask Prometheus for nonsense or for more than it answers.
+    #[error("fetch option {option}: {reason}")]
+    Options {
+        option: &'static str,
+        reason: String,
+    },
     #[error("building the HTTP client for {address}: {reason}")]
     Client { address: String, reason: String },
     #[error("Prometheus at {address}: {cause} (query `{query}`)")]

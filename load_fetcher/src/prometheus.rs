@@ -6,12 +6,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::try_join_all;
 use prometheus_http_query::response::{Data, PromqlResult};
-use recommender::snapshot::{Component, History, LoadSnapshot, Replica, ReplicaHistory, Source};
+use recommender::snapshot::{
+    Component, FindingKind, History, LoadSnapshot, Replica, ReplicaHistory, Source,
+};
 
 use crate::assemble::assemble;
 use crate::config::{ComponentRule, FetchConfig, promql_range};
 use crate::error::{Error, Result, cause_chain};
 use crate::http_client::ClientOptions;
+use crate::quality::Findings;
 use crate::query::{Measure, Query, Readings, Reduction, Row, queries};
 use crate::request_class::{MUTATING_VERBS, READ_ONLY_VERBS};
 
@@ -33,6 +36,45 @@ pub struct FetchOptions {
 pub struct HistoryOptions {
     pub range: Duration,
     pub step: Duration,
+}
+
+/// Most points one series of a range query may have: Prometheus refuses more ("exceeded
+/// maximum resolution of 11,000 points per timeseries"), and arak would hold them all.
+pub const MAX_RANGE_POINTS: f64 = 11_000.0;
+
+impl FetchOptions {
+    /// Refuses a zero window or step and a history of more points than Prometheus answers,
+    /// before anything is asked (`--history 100000h --step 1ms` tried to allocate terabytes).
+    pub fn validate(&self) -> Result<()> {
+        if self.window.is_zero() {
+            return Err(Error::Options {
+                option: "window",
+                reason: "must be longer than zero".into(),
+            });
+        }
+        let Some(h) = self.history else {
+            return Ok(());
+        };
+        if h.step.is_zero() {
+            return Err(Error::Options {
+                option: "step",
+                reason: "must be longer than zero".into(),
+            });
+        }
+        let points = h.range.as_secs_f64() / h.step.as_secs_f64() + 1.0;
+        if points > MAX_RANGE_POINTS {
+            return Err(Error::Options {
+                option: "history",
+                reason: format!(
+                    "{} s at a step of {} s is {points:.3e} points per series; Prometheus \
+                     answers at most {MAX_RANGE_POINTS}: lengthen the step or shorten the history",
+                    h.range.as_secs_f64(),
+                    h.step.as_secs_f64()
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Default for FetchOptions {
@@ -87,6 +129,7 @@ impl PrometheusSource {
         config: &FetchConfig,
         options: &FetchOptions,
     ) -> Result<LoadSnapshot> {
+        options.validate()?;
         let at = options.at_unix_s.unwrap_or_else(now_unix_s);
         let window = promql_range(options.window);
         let (primary, fallbacks): (Vec<Query>, Vec<Query>) = queries()
@@ -124,13 +167,15 @@ impl PrometheusSource {
                 Some(h) => self
                     .history(config, h, scrape_interval, sli_everywhere, at)
                     .await
-                    .map(Some),
-                None => Ok(None),
+                    .map(|(history, findings)| (Some(history), findings.into_vec())),
+                None => Ok((None, Vec::new())),
             }
         };
-        let (fallback_rows, history) = futures::try_join!(fallback_rows, history)?;
+        let (fallback_rows, (history, history_findings)) =
+            futures::try_join!(fallback_rows, history)?;
         add_rows(&mut readings, &needed, fallback_rows);
-        let assembly = assemble(&readings, scrape_interval, &config.apiserver.selector());
+        let mut assembly = assemble(&readings, scrape_interval, &config.apiserver.selector());
+        assembly.findings.extend(history_findings);
         Ok(LoadSnapshot {
             time_unix_s: at as f64,
             window_s: options.window.as_secs_f64(),
@@ -313,7 +358,8 @@ impl PrometheusSource {
         scrape_interval: Duration,
         sli_everywhere: bool,
         end: i64,
-    ) -> Result<History> {
+    ) -> Result<(History, Findings)> {
+        let mut findings = Findings::default();
         let step_s = options.step.as_secs_f64().max(0.001);
         let start = end - options.range.as_secs() as i64;
         // Each point's rate needs a few samples: at least four scrape intervals.
@@ -414,21 +460,39 @@ impl PrometheusSource {
                 };
                 let entry = replicas
                     .entry(replica.clone())
-                    .or_insert_with(|| empty_history(replica, points));
+                    .or_insert_with(|| empty_history(replica.clone(), points));
                 let column = kind.column(entry);
                 for sample in range_vector.samples() {
                     let index = ((sample.timestamp() - start as f64) / step_s).round();
-                    if index >= 0.0 && (index as usize) < points && sample.value().is_finite() {
-                        column[index as usize] = Some(sample.value());
+                    if !(index >= 0.0 && (index as usize) < points) {
+                        continue;
+                    }
+                    let v = sample.value();
+                    let odd = if !v.is_finite() {
+                        Some(FindingKind::NotFinite)
+                    } else if v < 0.0 {
+                        Some(FindingKind::Negative)
+                    } else {
+                        None
+                    };
+                    match odd {
+                        Some(kind_of_value) => findings.warn(
+                            kind_of_value,
+                            kind.name(),
+                            Some(&replica),
+                            format!("history value {v} at {}; left out", sample.timestamp()),
+                        ),
+                        None => column[index as usize] = Some(v),
                     }
                 }
             }
         }
-        Ok(History {
+        let history = History {
             step_s,
             times_unix_s,
             replicas: replicas.into_values().collect(),
-        })
+        };
+        Ok((history, findings))
     }
 }
 
@@ -445,6 +509,18 @@ enum HistorySeries {
 }
 
 impl HistorySeries {
+    /// The snapshot field the series fills, for findings.
+    fn name(self) -> &'static str {
+        match self {
+            HistorySeries::ReadOnlyRate => "history.read_only_rate",
+            HistorySeries::MutatingRate => "history.mutating_rate",
+            HistorySeries::ReadOnlyP99 => "history.read_only_p99_s",
+            HistorySeries::MutatingP99 => "history.mutating_p99_s",
+            HistorySeries::Cpu => "history.cpu_cores",
+            HistorySeries::ResidentMemory => "history.resident_memory_bytes",
+        }
+    }
+
     fn column(self, h: &mut ReplicaHistory) -> &mut Vec<Option<f64>> {
         match self {
             HistorySeries::ReadOnlyRate => &mut h.read_only_rate,
@@ -577,6 +653,45 @@ fn reqwest_timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
 mod tests {
     use super::*;
     use crate::query::Measure;
+
+    /// Issue #17: `fetch --history 100000h --step 1ms` tried to allocate terabytes.
+    #[test]
+    fn a_history_of_more_points_than_prometheus_answers_is_refused() {
+        let with = |range_s: u64, step: Duration| FetchOptions {
+            history: Some(HistoryOptions {
+                range: Duration::from_secs(range_s),
+                step,
+            }),
+            ..FetchOptions::default()
+        };
+        let e = with(100_000 * 3600, Duration::from_millis(1))
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::Options { option: "history", reason } if reason.contains("11000")),
+            "{e}"
+        );
+        let e = with(3600, Duration::ZERO).validate().unwrap_err();
+        assert!(matches!(e, Error::Options { option: "step", .. }), "{e}");
+        let e = FetchOptions {
+            window: Duration::ZERO,
+            ..FetchOptions::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Options {
+                    option: "window",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // A day at 15 s, the most a recommend round asks for, is fine.
+        with(86_400, Duration::from_secs(15)).validate().unwrap();
+    }
 
     #[test]
     fn renders_promql_per_reduction() {

@@ -174,9 +174,27 @@ impl ScrapeSource {
     }
 }
 
-/// Parses the Prometheus text exposition format.
+/// Parses the Prometheus text exposition format. The parser skips lines it cannot read, so
+/// a body with lines but no sample is refused: a 200 with binary garbage was an empty scrape.
 pub fn parse(body: &str) -> std::io::Result<Vec<Sample>> {
-    Ok(Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))?.samples)
+    let samples = Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))?.samples;
+    let mut content = body
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    if samples.is_empty()
+        && let Some(first) = content.next()
+    {
+        let shown: String = first.chars().take(60).collect();
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "no sample in {} lines; the first reads {shown:?}",
+                content.count() + 1
+            ),
+        ));
+    }
+    Ok(samples)
 }
 
 /// Which component exposes these metrics, when that is unambiguous.
@@ -356,6 +374,16 @@ pub fn evaluate(
 mod tests {
     use super::*;
     use crate::query::Measure;
+
+    /// Issue #17: a scrape answering 200 with binary garbage gave an empty snapshot and exit 0.
+    #[test]
+    fn a_body_with_lines_but_no_sample_is_refused() {
+        let e = parse("\u{fffd}PNG\r\n\u{1a}\n\u{0}\u{0}IHDR").unwrap_err();
+        assert!(e.to_string().contains("no sample in 3 lines"), "{e}");
+        // Comments alone, or nothing, are an exporter with no metrics yet.
+        assert!(parse("# HELP x y\n\n").unwrap().is_empty());
+        assert!(parse("").unwrap().is_empty());
+    }
 
     const BEFORE: &str = r#"# HELP apiserver_request_total Counter of apiserver requests.
 # TYPE apiserver_request_total counter

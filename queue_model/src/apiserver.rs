@@ -19,7 +19,10 @@ use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};
 
 use crate::erlang::{erlang_b_unchecked, erlang_c_from_b};
-use crate::error::{QueueModelError, Result, at_least_one, non_negative, positive};
+use crate::error::{
+    MAX_REQUEST_RATE, MIN_REQUEST_S, QueueModelError, Result, at_least_one, at_most, capacity,
+    cores, non_negative,
+};
 use crate::limited_queue::LimitedQueue;
 use crate::occupancy::Occupancy;
 
@@ -131,6 +134,12 @@ impl ClassLoad {
             ),
         };
         non_negative(rate, self.arrival_rate)?;
+        at_most(
+            rate,
+            self.arrival_rate,
+            MAX_REQUEST_RATE,
+            "more requests per second than any apiserver serves",
+        )?;
         non_negative(cpu, self.cpu_s)?;
         non_negative(other, self.non_cpu_s)?;
         if !(EXPONENTIAL_SCV..=MAX_NON_CPU_SCV).contains(&self.non_cpu_scv) {
@@ -140,11 +149,11 @@ impl ClassLoad {
                 reason: "must be between 1 (exponential) and 1000",
             });
         }
-        if self.cpu_s + self.non_cpu_s == 0.0 {
+        if self.cpu_s + self.non_cpu_s < MIN_REQUEST_S {
             return Err(QueueModelError::InvalidArgument {
                 name: cpu,
-                value: 0.0,
-                reason: "cpu_s and non_cpu_s are both zero: a request must take some time",
+                value: self.cpu_s + self.non_cpu_s,
+                reason: "is cpu_s + non_cpu_s: a request takes at least a microsecond",
             });
         }
         Ok(())
@@ -177,7 +186,7 @@ impl ApiserverLoad {
 
 impl ApiserverSetting {
     pub fn validate(&self) -> Result<()> {
-        positive("cores", self.cores)?;
+        cores("cores", self.cores)?;
         at_least_one(
             "read_only.concurrency_limit",
             self.read_only.concurrency_limit,
@@ -185,6 +194,18 @@ impl ApiserverSetting {
         at_least_one(
             "mutating.concurrency_limit",
             self.mutating.concurrency_limit,
+        )?;
+        capacity(
+            "read_only.concurrency_limit + queue_length",
+            self.read_only
+                .concurrency_limit
+                .saturating_add(self.read_only.queue_length),
+        )?;
+        capacity(
+            "mutating.concurrency_limit + queue_length",
+            self.mutating
+                .concurrency_limit
+                .saturating_add(self.mutating.queue_length),
         )?;
         Ok(())
     }
@@ -477,6 +498,7 @@ impl Evaluator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MAX_CORES;
 
     fn load(ro_rate: f64, mu_rate: f64) -> ApiserverLoad {
         ApiserverLoad {
@@ -507,6 +529,41 @@ mod tests {
                 queue_length: queue,
             },
         }
+    }
+
+    /// `arak model apiserver --cores 1e5` ran for tens of seconds; a rate of 1e300 or a
+    /// core of 1e-300 printed a utilisation of 1e300 %. All are refused, naming the argument.
+    #[test]
+    fn inputs_beyond_any_node_are_refused_before_any_work() {
+        let refused = |load: ApiserverLoad, cores: f64| {
+            predict(&load, &setting(cores, 10, 5, 0)).unwrap_err()
+        };
+        let e = refused(load(1600.0, 300.0), 1e5);
+        assert!(
+            matches!(e, QueueModelError::TooLarge { name: "cores", limit, .. } if limit == MAX_CORES),
+            "{e}"
+        );
+        let e = refused(load(1600.0, 300.0), 1e-300);
+        assert!(e.to_string().contains("smallest CPU quantity"), "{e}");
+        let e = refused(load(1e300, 300.0), 4.0);
+        assert!(
+            matches!(
+                e,
+                QueueModelError::TooLarge {
+                    name: "read_only.arrival_rate",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // The largest values allowed still give an answer.
+        assert!(
+            predict(
+                &load(MAX_REQUEST_RATE, 300.0),
+                &setting(MAX_CORES, 10, 5, 0)
+            )
+            .is_ok()
+        );
     }
 
     #[test]

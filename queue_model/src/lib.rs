@@ -19,4 +19,7 @@ pub mod scheduler;
 pub mod sim;
 
 pub use erlang::{erlang_b, erlang_c};
-pub use error::{QueueModelError, Result};
+pub use error::{
+    MAX_CAPACITY, MAX_CORES, MAX_REQUEST_RATE, MAX_SERVERS, MIN_CORES, MIN_REQUEST_S,
+    QueueModelError, Result,
+};

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::erlang::{erlang_b_unchecked, erlang_c_from_b};
-use crate::error::{QueueModelError, Result, at_least_one, non_negative, open_unit, positive};
+use crate::error::{QueueModelError, Result, non_negative, open_unit, positive};
 use crate::response_time::{hypoexponential_survival, percentile};
 
 /// An M/M/c queue.
@@ -38,7 +38,9 @@ impl Mmc {
     pub fn new(arrival_rate: f64, service_rate: f64, servers: u32) -> Result<Self> {
         non_negative("arrival_rate", arrival_rate)?;
         positive("service_rate", service_rate)?;
-        at_least_one("servers", servers)?;
+        crate::error::servers("servers", servers)?;
+        // λ/μ past f64's range (1e300 / 1e-300) would make every probability NaN.
+        non_negative("arrival_rate / service_rate", arrival_rate / service_rate)?;
         let capacity = f64::from(servers) * service_rate;
         if arrival_rate >= capacity {
             return Err(QueueModelError::Unstable {
@@ -155,6 +157,23 @@ mod tests {
             "{}",
             m.p99_response_s
         );
+    }
+
+    /// `arak model mmc --servers 4294967295` ran for tens of seconds.
+    #[test]
+    fn servers_beyond_the_limit_are_refused() {
+        let e = Mmc::new(10.0, 1.0, u32::MAX).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                QueueModelError::TooLarge {
+                    name: "servers",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(Mmc::new(10.0, 1.0, crate::MAX_SERVERS).is_ok());
     }
 
     #[test]

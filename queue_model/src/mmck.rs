@@ -2,9 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{
-    Result, at_least_one, capacity_at_least_servers, non_negative, open_unit, positive,
-};
+use crate::error::{Result, capacity_at_least_servers, non_negative, open_unit, positive};
 use crate::limited_queue::LimitedQueue;
 
 /// An M/M/c/K queue with FCFS service.
@@ -39,8 +37,11 @@ impl Mmck {
     pub fn new(arrival_rate: f64, service_rate: f64, servers: u32, capacity: u32) -> Result<Self> {
         non_negative("arrival_rate", arrival_rate)?;
         positive("service_rate", service_rate)?;
-        at_least_one("servers", servers)?;
+        crate::error::servers("servers", servers)?;
+        // λ/μ past f64's range (1e300 / 1e-300) would make every probability NaN.
+        non_negative("arrival_rate / service_rate", arrival_rate / service_rate)?;
         capacity_at_least_servers(capacity, servers)?;
+        crate::error::capacity("capacity", capacity)?;
         Ok(Self {
             arrival_rate,
             service_rate,

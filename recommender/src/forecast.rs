@@ -45,9 +45,19 @@ pub fn forecast(
     policy: &ForecastPolicy,
 ) -> Forecast {
     let samples = series.iter().flatten().count();
-    let horizon = ((policy.horizon_s / step_s).round() as usize).max(1);
+    let asked = ((policy.horizon_s / step_s).round() as usize).max(1);
+    // A trend is not extrapolated further ahead than the history it was fitted on: a day
+    // ahead of an hour's history planned for 600× today's load.
+    let horizon = asked.min(series.len().max(1));
     let season = ((policy.season_s / step_s).round() as usize).max(1);
-    let (method, note) = usable_method(policy.method, series.len(), season, samples);
+    let (method, mut note) = usable_method(policy.method, series.len(), season, samples);
+    if horizon < asked && note.is_none() {
+        note = Some(format!(
+            "planned {} s ahead, the length of the history, not the {} s asked",
+            horizon as f64 * step_s,
+            policy.horizon_s
+        ));
+    }
     let z = normal_quantile(policy.quantile);
     let Some(fit) = Smoother::fit(series, method, policy, season) else {
         return Forecast {
@@ -372,6 +382,25 @@ mod tests {
         assert!(normal_quantile(0.5).abs() < 1e-9);
         assert!((normal_quantile(0.9) - 1.281_551_565_5).abs() < 1e-6);
         assert!((normal_quantile(0.975) - 1.959_963_985).abs() < 1e-6);
+    }
+
+    /// `forecast.horizon_s: 86400` on an hour of history planned for 600× today's load.
+    #[test]
+    fn a_trend_is_not_extrapolated_past_the_length_of_its_history() {
+        // An hour at 15 s steps, rising from 100 to about 340 requests/s.
+        let hour: Vec<Option<f64>> = (0..240).map(|t| Some(100.0 + t as f64)).collect();
+        let ahead = |horizon_s| {
+            let p = ForecastPolicy {
+                horizon_s,
+                ..policy(ForecastMethod::Holt)
+            };
+            forecast(&hour, 15.0, 4, &p)
+        };
+        let (hour_ahead, day_ahead) = (ahead(3_600.0), ahead(86_400.0));
+        assert_eq!(day_ahead.plan, hour_ahead.plan);
+        assert!(day_ahead.plan < 4.0 * 340.0, "{day_ahead:?}");
+        let note = day_ahead.note.unwrap();
+        assert!(note.contains("3600 s ahead"), "{note}");
     }
 
     #[test]

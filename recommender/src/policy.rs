@@ -4,7 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use queue_model::apiserver::EXPONENTIAL_SCV;
+use queue_model::apiserver::{EXPONENTIAL_SCV, MAX_NON_CPU_SCV};
+use queue_model::{MAX_CAPACITY, MAX_CORES, MIN_CORES};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, policy_error};
@@ -404,6 +405,8 @@ impl Policy {
 
         let a = &self.bounds.apiserver;
         a.cpu_cores.validate("bounds.apiserver.cpu_cores", false)?;
+        a.cpu_cores
+            .within_model_cores("bounds.apiserver.cpu_cores")?;
         a.memory_bytes
             .validate("bounds.apiserver.memory_bytes", false)?;
         a.max_requests_inflight
@@ -412,6 +415,25 @@ impl Policy {
             .validate("bounds.apiserver.max_mutating_requests_inflight", true)?;
         a.queue_length
             .validate("bounds.apiserver.queue_length", true)?;
+        for (field, limit) in [
+            ("max_requests_inflight", &a.max_requests_inflight),
+            (
+                "max_mutating_requests_inflight",
+                &a.max_mutating_requests_inflight,
+            ),
+        ] {
+            let most = limit.max + a.queue_length.max;
+            if most > f64::from(MAX_CAPACITY) {
+                return Err(policy_error(
+                    format!("bounds.apiserver.{field}.max"),
+                    format!(
+                        "{} plus queue_length.max {} lets {most} requests in at once; \
+                         the model takes at most {MAX_CAPACITY}, more than any apiserver holds",
+                        limit.max, a.queue_length.max
+                    ),
+                ));
+            }
+        }
         if a.max_requests_inflight.min < 1.0 || a.max_mutating_requests_inflight.min < 1.0 {
             return Err(policy_error(
                 "bounds.apiserver.max_requests_inflight.min",
@@ -424,6 +446,8 @@ impl Policy {
         ] {
             b.cpu_cores
                 .validate(&format!("bounds.{name}.cpu_cores"), false)?;
+            b.cpu_cores
+                .within_model_cores(&format!("bounds.{name}.cpu_cores"))?;
             b.memory_bytes
                 .validate(&format!("bounds.{name}.memory_bytes"), false)?;
             b.client_qps
@@ -538,6 +562,16 @@ impl Policy {
             ));
         }
         positive("forecast.horizon_s", f.horizon_s)?;
+        if f.horizon_s > MAX_HORIZON_S {
+            return Err(policy_error(
+                "forecast.horizon_s",
+                format!(
+                    "{} s is beyond {MAX_HORIZON_S} s: a change lands within minutes, and the \
+                     rounds after it plan again",
+                    f.horizon_s
+                ),
+            ));
+        }
         open_unit("forecast.level_smoothing", f.level_smoothing)?;
         open_unit("forecast.trend_smoothing", f.trend_smoothing)?;
         open_unit("forecast.season_smoothing", f.season_smoothing)?;
@@ -568,6 +602,15 @@ impl Policy {
                 ));
             }
             non_negative(&format!("calibration.{name}.non_cpu_s"), p.non_cpu_s)?;
+            if !(EXPONENTIAL_SCV..=MAX_NON_CPU_SCV).contains(&p.non_cpu_scv) {
+                return Err(policy_error(
+                    format!("calibration.{name}.non_cpu_scv"),
+                    format!(
+                        "{} is outside [1, {MAX_NON_CPU_SCV}] (1: an exponential off-CPU time)",
+                        p.non_cpu_scv
+                    ),
+                ));
+            }
         }
         non_negative("calibration.baseline_cpu_cores", c.baseline_cpu_cores)?;
         positive(
@@ -589,6 +632,9 @@ impl Policy {
                 "max_cpu_utilization",
                 format!("{} is outside (0, 1]", self.max_cpu_utilization),
             ));
+        }
+        if let Some(current) = &self.current {
+            current.validate(self)?;
         }
         Ok(())
     }
@@ -623,6 +669,10 @@ impl Policy {
     }
 }
 
+/// Furthest ahead a round may plan. A change lands within a cooldown and a roll (minutes),
+/// and every round after it plans again; a day ahead planned 600× today's load from a trend.
+const MAX_HORIZON_S: f64 = 3_600.0;
+
 /// The most points a knob's grid may have: the search walks grids, and a step typed a
 /// billion times too small (`step: 1e-9`) would otherwise allocate terabytes.
 const MAX_GRID_POINTS: f64 = 100_000.0;
@@ -650,13 +700,43 @@ impl KnobRange {
         }
         if whole {
             for (part, v) in [("min", self.min), ("max", self.max), ("step", self.step)] {
-                if v.fract() != 0.0 || v > f64::from(u32::MAX) {
+                if v.fract() != 0.0 {
                     return Err(policy_error(
                         format!("{field}.{part}"),
                         format!("{v} is not a whole number of requests"),
                     ));
                 }
+                if v > f64::from(u32::MAX) {
+                    return Err(policy_error(
+                        format!("{field}.{part}"),
+                        format!("{v} is above {}, the largest the flag takes", u32::MAX),
+                    ));
+                }
             }
+        }
+        Ok(())
+    }
+
+    /// A CPU grid the queue model can evaluate: its cost grows with the cores.
+    fn within_model_cores(&self, field: &str) -> Result<()> {
+        if self.max > MAX_CORES {
+            return Err(policy_error(
+                format!("{field}.max"),
+                format!(
+                    "{} cores is above {MAX_CORES}, more than any master node has \
+                     (millicores typed as cores?)",
+                    self.max
+                ),
+            ));
+        }
+        if self.min < MIN_CORES {
+            return Err(policy_error(
+                format!("{field}.min"),
+                format!(
+                    "{} is below {MIN_CORES} (1m), Kubernetes' smallest CPU quantity",
+                    self.min
+                ),
+            ));
         }
         Ok(())
     }
@@ -797,6 +877,15 @@ mod tests {
             "bounds.apiserver.queue_length.min"
         );
 
+        for scv in [0.5, f64::NAN, 2000.0] {
+            let mut p = Policy::from_yaml(EXAMPLE).unwrap();
+            p.calibration.mutating.non_cpu_scv = scv;
+            assert_eq!(
+                field_of(p.validate().unwrap_err()),
+                "calibration.mutating.non_cpu_scv"
+            );
+        }
+
         let mut p = Policy::from_yaml(EXAMPLE).unwrap();
         p.apiservers[1].node_allocatable.cpu_cores = 0.25;
         let e = p.validate().unwrap_err();
@@ -809,6 +898,116 @@ mod tests {
         let e = p.validate().unwrap_err();
         assert!(e.to_string().contains("grid points"), "{e}");
         assert_eq!(field_of(e), "bounds.scheduler.client_qps.step");
+    }
+
+    fn current_error(e: RecommenderError) -> String {
+        match e {
+            RecommenderError::Current { field, .. } => field,
+            other => panic!("not a current-settings error: {other}"),
+        }
+    }
+
+    /// Issue #17: millicores typed as cores took 9 s (40000) to minutes (1e9); NaN, zero
+    /// or negative values gave "cost NaN" and always Change.
+    #[test]
+    fn current_settings_a_running_replica_cannot_have_are_refused() {
+        let apiserver_0 = "apiserver-0: { cpu_cores: 4, memory_bytes: 8589934592";
+        for (bad, field) in [
+            ("cpu_cores: 40000", "apiservers.apiserver-0.cpu_cores"),
+            ("cpu_cores: .nan", "apiservers.apiserver-0.cpu_cores"),
+            ("cpu_cores: 0", "apiservers.apiserver-0.cpu_cores"),
+            ("cpu_cores: -4", "apiservers.apiserver-0.cpu_cores"),
+        ] {
+            let text = EXAMPLE.replace(
+                apiserver_0,
+                &format!("apiserver-0: {{ {bad}, memory_bytes: 8589934592"),
+            );
+            let e = Policy::from_yaml(&text).unwrap_err();
+            assert!(e.to_string().contains(field), "{bad}: {e}");
+            assert_eq!(current_error(e), field, "{bad}");
+        }
+        let mut p = Policy::from_yaml(EXAMPLE).unwrap();
+        let cm = p.current.as_mut().unwrap();
+        cm.apiservers.get_mut("apiserver-1").unwrap().memory_bytes = 1e30;
+        assert_eq!(
+            current_error(p.validate().unwrap_err()),
+            "apiservers.apiserver-1.memory_bytes"
+        );
+        let mut p = Policy::from_yaml(EXAMPLE).unwrap();
+        let c = p.current.as_mut().unwrap();
+        c.apiservers
+            .get_mut("apiserver-2")
+            .unwrap()
+            .max_requests_inflight = 0;
+        assert_eq!(
+            current_error(p.validate().unwrap_err()),
+            "apiservers.apiserver-2.max_requests_inflight"
+        );
+        let mut p = Policy::from_yaml(EXAMPLE).unwrap();
+        let c = p.current.as_mut().unwrap();
+        c.schedulers.get_mut("scheduler-0").unwrap().client_qps = f64::NAN;
+        assert_eq!(
+            current_error(p.validate().unwrap_err()),
+            "schedulers.scheduler-0.client_qps"
+        );
+        let mut p = Policy::from_yaml(EXAMPLE).unwrap();
+        let c = p.current.as_mut().unwrap();
+        c.controller_managers
+            .get_mut("controller-manager-0")
+            .unwrap()
+            .client_burst = 0;
+        assert_eq!(
+            current_error(p.validate().unwrap_err()),
+            "controller_managers.controller-manager-0.client_burst"
+        );
+        let mut p = Policy::from_yaml(EXAMPLE).unwrap();
+        p.current.as_mut().unwrap().apiservers.remove("apiserver-1");
+        let e = p.validate().unwrap_err();
+        assert!(
+            matches!(&e, RecommenderError::CurrentMissing { replica } if replica == "apiserver-1"),
+            "{e}"
+        );
+    }
+
+    /// Values past what the queue model evaluates in reasonable time, or past what a flag
+    /// takes, are refused with the field and the limit.
+    #[test]
+    fn bounds_beyond_the_model_and_the_flags_are_refused() {
+        let mut p = Policy::from_yaml(EXAMPLE).unwrap();
+        p.bounds.apiserver.cpu_cores.max = 1e5;
+        p.bounds.apiserver.cpu_cores.step = 10.0;
+        p.apiservers
+            .iter_mut()
+            .for_each(|a| a.node_allocatable.cpu_cores = 1e6);
+        let e = p.validate().unwrap_err();
+        assert!(e.to_string().contains("millicores"), "{e}");
+        assert_eq!(field_of(e), "bounds.apiserver.cpu_cores.max");
+
+        let mut p = Policy::from_yaml(EXAMPLE).unwrap();
+        p.bounds.apiserver.max_requests_inflight.max = 1e12;
+        p.bounds.apiserver.max_requests_inflight.step = 1e12;
+        let e = p.validate().unwrap_err();
+        assert!(
+            !e.to_string().contains("not a whole number"),
+            "1e12 is a whole number: {e}"
+        );
+        assert!(e.to_string().contains("4294967295"), "{e}");
+
+        let mut p = Policy::from_yaml(EXAMPLE).unwrap();
+        p.bounds.apiserver.max_mutating_requests_inflight.max = 99_900.0;
+        p.bounds.apiserver.max_mutating_requests_inflight.step = 100.0;
+        let e = p.validate().unwrap_err();
+        assert!(e.to_string().contains("at once"), "{e}");
+        assert_eq!(
+            field_of(e),
+            "bounds.apiserver.max_mutating_requests_inflight.max"
+        );
+
+        for horizon_s in [86_400.0, 1e12] {
+            let mut p = Policy::from_yaml(EXAMPLE).unwrap();
+            p.forecast.horizon_s = horizon_s;
+            assert_eq!(field_of(p.validate().unwrap_err()), "forecast.horizon_s");
+        }
     }
 
     #[test]

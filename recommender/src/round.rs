@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use queue_model::MAX_REQUEST_RATE;
 use queue_model::apiserver::{
     ApiserverLoad, ApiserverModel, ApiserverSetting, ClassLimits, ClassLoad,
 };
@@ -10,7 +11,7 @@ use queue_model::mmc::Mmc;
 use queue_model::scheduler::{self, SchedulerLoad, SchedulerSetting};
 
 use crate::calibrate::{self, ApiserverCalibration};
-use crate::error::{RecommenderError, Result};
+use crate::error::Result;
 use crate::forecast::{Forecast, forecast};
 use crate::memory::MemorySizing;
 use crate::policy::{
@@ -108,6 +109,14 @@ pub fn recommend(
                 "no request rates for apiserver `{}`",
                 placement.name
             ));
+        }
+        for (class, f) in [("readOnly", &ro), ("mutating", &mu)] {
+            if f.plan > MAX_REQUEST_RATE {
+                no_load.push(format!(
+                    "apiserver `{}`: the {class} forecast of {:.0} requests/s is above {MAX_REQUEST_RATE}, more than any apiserver serves",
+                    placement.name, f.plan
+                ));
+            }
         }
         let calibration = calibrate::calibrate_apiserver(
             history,
@@ -362,33 +371,12 @@ pub fn recommend(
     })
 }
 
-/// The current settings, checked to cover every replica of the policy.
+/// The current settings, checked to cover every replica of the policy with values it can have.
 struct CurrentOf<'a>(&'a CurrentSettings);
 
 impl<'a> CurrentOf<'a> {
     fn new(policy: &Policy, current: &'a CurrentSettings) -> Result<Self> {
-        let missing = |name: &str| RecommenderError::Current {
-            replica: name.into(),
-            reason: "no current settings for this replica of the policy".into(),
-        };
-        for p in &policy.apiservers {
-            current
-                .apiservers
-                .get(&p.name)
-                .ok_or_else(|| missing(&p.name))?;
-        }
-        for p in &policy.schedulers {
-            current
-                .schedulers
-                .get(&p.name)
-                .ok_or_else(|| missing(&p.name))?;
-        }
-        for p in &policy.controller_managers {
-            current
-                .controller_managers
-                .get(&p.name)
-                .ok_or_else(|| missing(&p.name))?;
-        }
+        current.validate(policy)?;
         Ok(Self(current))
     }
 

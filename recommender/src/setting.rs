@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use queue_model::{MAX_CORES, MIN_CORES};
+
+use crate::error::{RecommenderError, Result};
+use crate::policy::{NodeAllocatable, Policy, ReplicaPlacement};
 
 /// kube-apiserver knobs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -60,8 +63,116 @@ impl ApiserverSettings {
 }
 
 impl CurrentSettings {
-    /// Parses current settings from YAML (or JSON, which YAML includes).
+    /// Parses current settings from YAML (or JSON, which YAML includes). Check them against
+    /// the policy with [`CurrentSettings::validate`].
     pub fn from_yaml(text: &str) -> Result<Self> {
         Ok(serde_norway::from_str(text)?)
     }
+
+    /// Every replica of the policy has settings, and each is one a running replica can
+    /// have: requests fit the node (the scheduler would not place the pod otherwise), and
+    /// limits of 0, which Kubernetes reads as "unlimited", are refused since no model sizes them.
+    pub fn validate(&self, policy: &Policy) -> Result<()> {
+        if let Some(t) = self.last_change_unix_s
+            && !(t.is_finite() && t >= 0.0)
+        {
+            return Err(RecommenderError::Current {
+                field: "last_change_unix_s".into(),
+                reason: format!("{t} is not a time since the Unix epoch"),
+            });
+        }
+        for p in &policy.apiservers {
+            let at = |field: &str| format!("apiservers.{}.{field}", p.name);
+            let s = entry(&self.apiservers, p)?;
+            resources(p, at, s.cpu_cores, s.memory_bytes)?;
+            for (field, v) in [
+                ("max_requests_inflight", s.max_requests_inflight),
+                (
+                    "max_mutating_requests_inflight",
+                    s.max_mutating_requests_inflight,
+                ),
+            ] {
+                if v == 0 {
+                    return Err(invalid(
+                        at(field),
+                        "0 means unlimited, which the model cannot size; give the limit in force"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        for (list, placements, settings) in [
+            ("schedulers", &policy.schedulers, &self.schedulers),
+            (
+                "controller_managers",
+                &policy.controller_managers,
+                &self.controller_managers,
+            ),
+        ] {
+            for p in placements {
+                let at = |field: &str| format!("{list}.{}.{field}", p.name);
+                let s = entry(settings, p)?;
+                resources(p, at, s.cpu_cores, s.memory_bytes)?;
+                if !(s.client_qps.is_finite() && s.client_qps > 0.0) {
+                    return Err(invalid(
+                        at("client_qps"),
+                        format!(
+                            "{} is not a positive number of requests per second",
+                            s.client_qps
+                        ),
+                    ));
+                }
+                if s.client_burst == 0 {
+                    return Err(invalid(
+                        at("client_burst"),
+                        "0 lets no request through the token bucket".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn entry<'a, T>(settings: &'a BTreeMap<String, T>, p: &ReplicaPlacement) -> Result<&'a T> {
+    settings
+        .get(&p.name)
+        .ok_or_else(|| RecommenderError::CurrentMissing {
+            replica: p.name.clone(),
+        })
+}
+
+fn invalid(field: String, reason: String) -> RecommenderError {
+    RecommenderError::Current { field, reason }
+}
+
+/// CPU and memory within what the replica's node can give it.
+fn resources(
+    p: &ReplicaPlacement,
+    at: impl Fn(&str) -> String,
+    cpu_cores: f64,
+    memory_bytes: f64,
+) -> Result<()> {
+    let NodeAllocatable {
+        cpu_cores: node_cores,
+        memory_bytes: node_bytes,
+    } = p.node_allocatable;
+    // The model cannot evaluate more than MAX_CORES, whatever the node has.
+    let most_cores = node_cores.min(MAX_CORES);
+    if !(cpu_cores.is_finite() && (MIN_CORES..=most_cores).contains(&cpu_cores)) {
+        return Err(invalid(
+            at("cpu_cores"),
+            format!(
+                "{cpu_cores} is outside [{MIN_CORES}, {most_cores}]: the node's allocatable \
+                 (or the model's limit) bounds it; millicores typed as cores?"
+            ),
+        ));
+    }
+    if !(memory_bytes.is_finite() && memory_bytes > 0.0 && memory_bytes <= node_bytes) {
+        return Err(invalid(
+            at("memory_bytes"),
+            format!("{memory_bytes} is outside (0, {node_bytes}], the node's allocatable"),
+        ));
+    }
+    Ok(())
 }

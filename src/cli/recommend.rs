@@ -58,15 +58,25 @@ pub fn run(args: RecommendArgs) -> anyhow::Result<()> {
                 .snapshot
                 .as_ref()
                 .context("--snapshot or --prometheus-url")?;
-            serde_json::from_str(&read(path)?)
-                .with_context(|| format!("snapshot {}", path.display()))?
+            let snapshot: LoadSnapshot = serde_json::from_str(&read(path)?)
+                .with_context(|| format!("snapshot {}", path.display()))?;
+            snapshot
+                .validate()
+                .with_context(|| format!("snapshot {}", path.display()))?;
+            snapshot
         }
     };
     let policy = Policy::from_yaml(&read(&args.policy)?)
         .with_context(|| format!("policy {}", args.policy.display()))?;
     let current: CurrentSettings = match &args.current {
-        Some(path) => CurrentSettings::from_yaml(&read(path)?)
-            .with_context(|| format!("current settings {}", path.display()))?,
+        Some(path) => {
+            let current = CurrentSettings::from_yaml(&read(path)?)
+                .with_context(|| format!("current settings {}", path.display()))?;
+            current
+                .validate(&policy)
+                .with_context(|| format!("current settings {}", path.display()))?;
+            current
+        }
         None => policy.current.clone().context(
             "no current settings: give --current FILE or a `current` section in the policy",
         )?,

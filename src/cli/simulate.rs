@@ -57,6 +57,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         sample_window_s: args.sample_s,
         seed: args.seed,
     };
+    writable(&args.out)?;
     let mut report = simulate::run(&options)?;
     report.plots = plots::write_all(&report, &args.out)?
         .iter()
@@ -67,6 +68,17 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Output::Table => print!("{}", report.table()),
     }
+    Ok(())
+}
+
+/// The plots' directory exists (or is created) and takes a file, checked before the run
+/// rather than after minutes of simulation.
+fn writable(dir: &Path) -> anyhow::Result<()> {
+    let failed = || format!("--out {}: cannot write the plots there", dir.display());
+    std::fs::create_dir_all(dir).with_context(failed)?;
+    let probe = dir.join(format!(".arak-simulate-{}", std::process::id()));
+    std::fs::write(&probe, b"").with_context(failed)?;
+    std::fs::remove_file(&probe).with_context(failed)?;
     Ok(())
 }
 

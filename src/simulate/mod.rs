@@ -14,6 +14,9 @@ pub mod report;
 pub mod workload;
 pub mod world;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
 use anyhow::Context;
 use recommender::Policy;
 
@@ -25,6 +28,10 @@ use self::world::{IntervalObservation, Sampling, Slo, World};
 
 /// The policy the `arak` run gives the recommender unless told otherwise.
 pub const BUILT_IN_POLICY_YAML: &str = include_str!("../../config/examples/simulate-policy.yaml");
+
+/// Most requests one policy's day may simulate: ten times the built-in day at its peak
+/// (7,200 requests/s × 30 s × 96 intervals ≈ 2·10⁷), which takes about a minute.
+const MAX_SIMULATED_REQUESTS: f64 = 2e8;
 
 /// After the day, the pipeline runs this much longer so pods still pending get a startup time.
 const DRAIN_S: f64 = 4.0 * 3600.0;
@@ -46,10 +53,24 @@ pub fn run(options: &Options) -> anyhow::Result<DayReport> {
         options.sample_window_s > 0.0 && options.sample_window_s.is_finite(),
         "--sample-s must be a positive number of seconds"
     );
+    let requests = options.workload.peak_rps() * options.sample_window_s * options.intervals as f64;
+    anyhow::ensure!(
+        requests <= MAX_SIMULATED_REQUESTS,
+        "the workload's peak of {:.0} requests/s over --sample-s {} in each of --intervals {} \
+         simulates up to {requests:.2e} requests per policy; at most {MAX_SIMULATED_REQUESTS:.0e}: \
+         lower one of them",
+        options.workload.peak_rps(),
+        options.sample_window_s,
+        options.intervals
+    );
+    let progress = Progress::new(options.intervals * policies::ALL.len());
     let runs = std::thread::scope(|scope| {
         let handles: Vec<_> = policies::ALL
             .iter()
-            .map(|kind| scope.spawn(move || run_policy(*kind, options)))
+            .map(|kind| {
+                let progress = &progress;
+                scope.spawn(move || run_policy(*kind, options, progress))
+            })
             .collect();
         handles
             .into_iter()
@@ -57,6 +78,37 @@ pub fn run(options: &Options) -> anyhow::Result<DayReport> {
             .collect::<anyhow::Result<Vec<_>>>()
     })?;
     Ok(DayReport::new(options, runs))
+}
+
+/// Intervals done over all policies, printed to stderr at every tenth of the run: a day
+/// can take minutes, and silence looks like a hang.
+struct Progress {
+    total: usize,
+    done: AtomicUsize,
+    started: Instant,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        Self {
+            total,
+            done: AtomicUsize::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    fn interval_done(&self) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        let tenth = |n: usize| n * 10 / self.total;
+        if tenth(done) > tenth(done - 1) {
+            eprintln!(
+                "simulate: {}% ({done}/{} intervals over all policies) after {:.0} s",
+                done * 100 / self.total,
+                self.total,
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+    }
 }
 
 fn slo(policy: &Policy) -> Slo {
@@ -68,7 +120,11 @@ fn slo(policy: &Policy) -> Slo {
     }
 }
 
-fn run_policy(kind: PolicyKind, options: &Options) -> anyhow::Result<PolicyRun> {
+fn run_policy(
+    kind: PolicyKind,
+    options: &Options,
+    progress: &Progress,
+) -> anyhow::Result<PolicyRun> {
     let (workload, policy) = (&options.workload, &options.policy);
     let length_s = DAY_S / options.intervals as f64;
     let sampling = Sampling {
@@ -90,6 +146,9 @@ fn run_policy(kind: PolicyKind, options: &Options) -> anyhow::Result<PolicyRun> 
         let o = world
             .run_interval(workload, index, length_s, sampling, &slo)
             .with_context(|| kind.name())?;
+        if index >= 0 {
+            progress.interval_done();
+        }
         observed.push(o);
     }
     world.drain(workload, DAY_S, DRAIN_S);

@@ -95,8 +95,8 @@ impl Workload {
 
     /// Every error names the field and says what is wrong with it.
     pub fn validate(&self) -> anyhow::Result<()> {
-        non_negative("peak_read_only_rps", self.peak_read_only_rps)?;
-        non_negative("peak_mutating_rps", self.peak_mutating_rps)?;
+        rate("peak_read_only_rps", self.peak_read_only_rps)?;
+        rate("peak_mutating_rps", self.peak_mutating_rps)?;
         if self.peak_read_only_rps + self.peak_mutating_rps == 0.0 {
             bail!(
                 "workload: peak_read_only_rps and peak_mutating_rps are both 0: nothing to simulate"
@@ -135,7 +135,7 @@ impl Workload {
         for (i, b) in self.list_bursts.iter().enumerate() {
             hour(&format!("list_bursts[{i}].start_h"), b.start_h)?;
             positive(&format!("list_bursts[{i}].duration_min"), b.duration_min)?;
-            non_negative(&format!("list_bursts[{i}].rate_rps"), b.rate_rps)?;
+            rate(&format!("list_bursts[{i}].rate_rps"), b.rate_rps)?;
             cost(&format!("list_bursts[{i}].cost"), &b.cost)?;
         }
         for (i, s) in self.pod_storms.iter().enumerate() {
@@ -249,6 +249,31 @@ fn non_negative(name: &str, v: f64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Most requests per second a workload may ask of the whole control plane: the largest
+/// clusters see about 2·10⁴, and the simulation's time grows with every arrival
+/// (`peak_read_only_rps: 1e9` ran for minutes).
+pub const MAX_CLUSTER_RPS: f64 = 100_000.0;
+
+fn rate(name: &str, v: f64) -> anyhow::Result<()> {
+    non_negative(name, v)?;
+    if v > MAX_CLUSTER_RPS {
+        bail!(
+            "workload: {name} is {v} requests/s, above {MAX_CLUSTER_RPS}: more than any cluster serves"
+        );
+    }
+    Ok(())
+}
+
+impl Workload {
+    /// The most requests per second the workload asks at once: the peak of the curve and
+    /// every list burst together.
+    pub fn peak_rps(&self) -> f64 {
+        self.peak_read_only_rps
+            + self.peak_mutating_rps
+            + self.list_bursts.iter().map(|b| b.rate_rps).sum::<f64>()
+    }
+}
+
 fn hour(name: &str, v: f64) -> anyhow::Result<()> {
     if !(v.is_finite() && (0.0..24.0).contains(&v)) {
         bail!("workload: {name} must be an hour within [0, 24), got {v}");
@@ -259,8 +284,11 @@ fn hour(name: &str, v: f64) -> anyhow::Result<()> {
 fn cost(name: &str, c: &RequestCost) -> anyhow::Result<()> {
     non_negative(&format!("{name}.cpu_s"), c.cpu_s)?;
     non_negative(&format!("{name}.non_cpu_s"), c.non_cpu_s)?;
-    if c.cpu_s + c.non_cpu_s == 0.0 {
-        bail!("workload: {name}.cpu_s and {name}.non_cpu_s are both 0: a request takes some time");
+    if c.cpu_s + c.non_cpu_s < queue_model::MIN_REQUEST_S {
+        bail!(
+            "workload: {name}.cpu_s + {name}.non_cpu_s is {}: a request takes at least a microsecond",
+            c.cpu_s + c.non_cpu_s
+        );
     }
     Ok(())
 }
@@ -268,6 +296,84 @@ fn cost(name: &str, c: &RequestCost) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Few cases per CI run; the long fuzz job sets `PROPTEST_CASES`, e.g.
+    /// `PROPTEST_CASES=20000 cargo test --release --bin arak hostile`.
+    fn config() -> proptest::test_runner::Config {
+        proptest::test_runner::Config {
+            cases: std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(64),
+            ..Default::default()
+        }
+    }
+
+    fn float() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            proptest::num::f64::ANY,
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(1e9),
+            Just(1e-300),
+            Just(-1.0),
+            0.0f64..100.0,
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// The built-in day with numbers swapped for any float: refused at the door, or every
+        /// interval's load is finite and within what the simulation is bounded to
+        /// (`peak_read_only_rps: 1e9` ran for minutes).
+        #[test]
+        fn hostile_workloads_are_refused_or_bounded(
+            picks in prop::collection::vec((0usize..64, float()), 1..4),
+        ) {
+            let numbers = number_spans(BUILT_IN_YAML);
+            let mut text = BUILT_IN_YAML.to_owned();
+            // Replace from the back so earlier spans stay put.
+            let mut spans: Vec<_> = picks
+                .iter()
+                .map(|(i, x)| (numbers[i % numbers.len()].clone(), *x))
+                .collect();
+            spans.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
+            spans.dedup_by_key(|(r, _)| r.start);
+            for (range, x) in spans {
+                let yaml = if x.is_nan() { ".nan".into() } else if x.is_infinite() { ".inf".into() } else { format!("{x:e}") };
+                text.replace_range(range, &yaml);
+            }
+            let Ok(w) = Workload::from_yaml(&text) else { return Ok(()) };
+            prop_assert!(w.peak_rps() <= MAX_CLUSTER_RPS * (2 + w.list_bursts.len()) as f64);
+            for hour in 0..24 {
+                let r = w.requests(f64::from(hour) * 3600.0, f64::from(hour + 1) * 3600.0);
+                prop_assert!(r.read_only_rps.is_finite() && r.read_only_rps >= 0.0, "{r:?}");
+                prop_assert!(r.mutating_rps.is_finite() && r.mutating_rps >= 0.0, "{r:?}");
+            }
+        }
+    }
+
+    /// Byte spans of the numbers written after `: ` in a YAML text.
+    fn number_spans(text: &str) -> Vec<std::ops::Range<usize>> {
+        let mut spans = Vec::new();
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i + 1 < bytes.len() {
+            if bytes[i] == b':' && bytes[i + 1] == b' ' {
+                let start = i + 2;
+                let end = (start..bytes.len())
+                    .find(|&j| !(bytes[j].is_ascii_digit() || bytes[j] == b'.'))
+                    .unwrap_or(bytes.len());
+                if end > start {
+                    spans.push(start..end);
+                }
+            }
+            i += 1;
+        }
+        spans
+    }
 
     #[test]
     fn the_curve_peaks_at_the_peak_hour_and_bottoms_out_twelve_hours_away() {
