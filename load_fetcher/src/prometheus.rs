@@ -516,6 +516,8 @@ impl HistorySeries {
             HistorySeries::MutatingRate => "history.mutating_rate",
             HistorySeries::ReadOnlyP99 => "history.read_only_p99_s",
             HistorySeries::MutatingP99 => "history.mutating_p99_s",
+            HistorySeries::ReadOnlyMean => "history.read_only_mean_s",
+            HistorySeries::MutatingMean => "history.mutating_mean_s",
             HistorySeries::Cpu => "history.cpu_cores",
             HistorySeries::ResidentMemory => "history.resident_memory_bytes",
         }

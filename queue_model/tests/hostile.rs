@@ -45,11 +45,14 @@ fn unit(p: f64) -> bool {
 }
 
 fn class_load() -> impl Strategy<Value = ClassLoad> {
-    (float(), float(), float()).prop_map(|(arrival_rate, cpu_s, non_cpu_s)| ClassLoad {
-        arrival_rate,
-        cpu_s,
-        non_cpu_s,
-    })
+    (float(), float(), float(), float()).prop_map(
+        |(arrival_rate, cpu_s, non_cpu_s, non_cpu_scv)| ClassLoad {
+            arrival_rate,
+            cpu_s,
+            non_cpu_s,
+            non_cpu_scv,
+        },
+    )
 }
 
 fn limits() -> impl Strategy<Value = ClassLimits> {

@@ -341,9 +341,14 @@ impl History {
                 ("read_only_p99_s", &r.read_only_p99_s),
                 ("mutating_p99_s", &r.mutating_p99_s),
                 ("resident_memory_bytes", &r.resident_memory_bytes),
+                ("read_only_mean_s", &r.read_only_mean_s),
+                ("mutating_mean_s", &r.mutating_mean_s),
             ] {
                 let at = format!("history.replicas.{}.{f}", r.replica.name);
-                if series.len() != self.times_unix_s.len() {
+                // The means may be absent altogether: snapshots recorded before they were
+                // fetched have none.
+                let optional = f.ends_with("_mean_s") && series.is_empty();
+                if series.len() != self.times_unix_s.len() && !optional {
                     return Err(invalid(
                         at,
                         format!(
