@@ -182,8 +182,7 @@ fn flags(soak: &str) -> [&str; 6] {
 /// pinned to another value: the recommendation is that flag, which needs a restart.
 fn policy(cluster: &Cluster) -> serde_json::Value {
     let mut policy = hosted_policy(cluster);
-    policy["safety"] =
-        json!({"deadband_saving_share": 0.0, "cooldown_s": 0, "min_confidence": "low"});
+    policy["safety"] = json!({"deadband_saving_share": 0.0, "cooldown_s": 0, "scale_down_delay_s": 0, "min_confidence": "low"});
     policy["bounds"]["apiserver"] = json!({
         "cpu_cores": {"min": 0.25, "max": 0.25, "step": 0.25},
         "memory_bytes": {"min": 536_870_912_u64, "max": 536_870_912_u64, "step": 268_435_456_u64},

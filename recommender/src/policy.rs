@@ -173,6 +173,8 @@ pub struct Safety {
     pub cooldown_s: f64,
     /// Below this confidence in the load or the calibration, hold.
     pub min_confidence: ConfidenceLevel,
+    /// Seconds after a change before a change that lowers any knob, while every SLO is met.
+    pub scale_down_delay_s: f64,
 }
 
 impl Default for Safety {
@@ -181,6 +183,9 @@ impl Default for Safety {
             deadband_saving_share: 0.05,
             cooldown_s: 600.0,
             min_confidence: ConfidenceLevel::Medium,
+            // Three cooldowns: a load that drops for good is still served by what it had,
+            // only at a little more cost, for half an hour.
+            scale_down_delay_s: 1800.0,
         }
     }
 }
@@ -545,6 +550,7 @@ impl Policy {
         let sa = &self.safety;
         fraction("safety.deadband_saving_share", sa.deadband_saving_share)?;
         non_negative("safety.cooldown_s", sa.cooldown_s)?;
+        non_negative("safety.scale_down_delay_s", sa.scale_down_delay_s)?;
         non_negative("cost.cpu_core", self.cost.cpu_core)?;
         non_negative("cost.memory_gib", self.cost.memory_gib)?;
         if self.cost.cpu_core + self.cost.memory_gib == 0.0 {

@@ -333,6 +333,13 @@ pub fn recommend(
             .iter()
             .chain(&controller_managers)
             .any(|c| c.current != c.recommended);
+    let lowers = apiservers
+        .iter()
+        .any(|a| a.recommended.lowers_any(&a.current))
+        || schedulers
+            .iter()
+            .chain(&controller_managers)
+            .any(|c| c.recommended.lowers_any(&c.current));
     let situation = Situation {
         blocking: blocking_findings(snapshot),
         confidence,
@@ -344,6 +351,7 @@ pub fn recommend(
         current_cost,
         recommended_cost,
         changes,
+        lowers,
     };
     let (action, hold_reasons) = decide(&situation, policy);
     if qps_recommended > capacity.1 {

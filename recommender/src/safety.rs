@@ -48,6 +48,8 @@ pub struct Situation {
     pub recommended_cost: f64,
     /// Whether any knob differs from the current value.
     pub changes: bool,
+    /// Whether any knob would go below its current value.
+    pub lowers: bool,
 }
 
 /// Change, or hold with every reason that applies.
@@ -85,6 +87,19 @@ pub fn decide(s: &Situation, policy: &Policy) -> (Action, Vec<String>) {
     if !s.changes {
         reasons.push("the recommended settings are the current ones".into());
     } else if s.current_violation == 0.0 {
+        // Up fast, down slow (as the HPA's scale-down stabilisation): under a steady load the
+        // measured CPU per request still wanders (±30% on a busy node), and lowering what
+        // the last change raised on one low reading undoes it (seen: 500m -> 750m -> 500m
+        // under one load). While every SLO is met, taking capacity away can wait.
+        if let Some(last) = s.last_change_unix_s.filter(|_| s.lowers) {
+            let since = s.time_unix_s - last;
+            let delay = policy.safety.scale_down_delay_s;
+            if since < delay {
+                reasons.push(format!(
+                    "scale-down delay: last change {since:.0} s ago, {delay:.0} s required before lowering while every SLO is met"
+                ));
+            }
+        }
         let saving = (s.current_cost - s.recommended_cost) / s.current_cost;
         let needed = policy.safety.deadband_saving_share;
         if saving < needed {
@@ -126,6 +141,7 @@ mod tests {
             current_cost: 10.0,
             recommended_cost: 8.0,
             changes: true,
+            lowers: true,
         }
     }
 
@@ -134,13 +150,14 @@ mod tests {
         let p = Policy::from_yaml(EXAMPLE).unwrap();
         assert_eq!(decide(&situation(), &p).0, Action::Change);
         type Change = fn(&mut Situation);
-        let cases: [(Change, &str); 6] = [
+        let cases: [(Change, &str); 7] = [
             (|s| s.blocking.push("stale".into()), "not actionable"),
             (|s| s.confidence = ConfidenceLevel::Low, "confidence"),
             (|s| s.last_change_unix_s = Some(9_900.0), "cooldown"),
             (|s| s.last_change_unix_s = Some(9_900.0), "settling"),
             (|s| s.recommended_cost = 9.9, "deadband"),
             (|s| s.changes = false, "current ones"),
+            (|s| s.last_change_unix_s = Some(9_000.0), "scale-down delay"),
         ];
         for (change, reason) in cases {
             let mut s = situation();
@@ -149,6 +166,14 @@ mod tests {
             assert_eq!(action, Action::Hold);
             assert!(reasons.iter().any(|r| r.contains(reason)), "{reasons:?}");
         }
+        // The delay is for lowering only, and only while the SLOs are met.
+        let mut s = situation();
+        s.last_change_unix_s = Some(9_000.0);
+        s.lowers = false;
+        assert_eq!(decide(&s, &p).0, Action::Change);
+        s.lowers = true;
+        s.current_violation = 1.0;
+        assert_eq!(decide(&s, &p).0, Action::Change);
         // Fixing a violation may cost more.
         let mut s = situation();
         s.current_violation = 1.0;

@@ -37,6 +37,27 @@ pub struct ClientSettings {
     pub client_burst: u32,
 }
 
+impl ApiserverSettings {
+    /// Whether any knob of `self` is below the same knob of `other`: capacity taken away.
+    pub fn lowers_any(&self, other: &Self) -> bool {
+        self.cpu_cores < other.cpu_cores
+            || self.memory_bytes < other.memory_bytes
+            || self.max_requests_inflight < other.max_requests_inflight
+            || self.max_mutating_requests_inflight < other.max_mutating_requests_inflight
+            || self.queue_length < other.queue_length
+    }
+}
+
+impl ClientSettings {
+    /// Whether any knob of `self` is below the same knob of `other`.
+    pub fn lowers_any(&self, other: &Self) -> bool {
+        self.cpu_cores < other.cpu_cores
+            || self.memory_bytes < other.memory_bytes
+            || self.client_qps < other.client_qps
+            || self.client_burst < other.client_burst
+    }
+}
+
 /// What runs now, keyed by replica name. The CLI reads it from the policy's `current`
 /// section or a `--current` file; the updater will fill it from the live objects.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
