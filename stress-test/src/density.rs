@@ -31,7 +31,7 @@ use crate::cluster::{ApiClient, ConnectArgs, JSON, status_message};
 use crate::lifecycle::{self, CleanupScope};
 use crate::mix::Resource;
 use crate::objects::{self, Naming, PAUSE_IMAGE, RUN_LABEL, collection_path};
-use crate::report::{IdentityReport, LatencyMs, new_histogram};
+use crate::report::{IdentityReport, LatencyMs, new_histogram, record_latency};
 use crate::{Failure, exit, fail};
 
 /// Label telling the run's pods (and Deployments) apart within the run.
@@ -146,16 +146,15 @@ impl Tracker {
     /// "Create" is the POST's send time for direct pods, else the watch's first sight.
     fn latencies(&self) -> [Histogram<u64>; 3] {
         let mut h = [new_histogram(), new_histogram(), new_histogram()];
-        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
         for p in self.pods.values() {
             let (Some(created), Some(scheduled), Some(running)) =
                 (p.sent.or(p.seen), p.scheduled, p.running)
             else {
                 continue;
             };
-            h[0].saturating_record(us(scheduled.saturating_duration_since(created)));
-            h[1].saturating_record(us(running.saturating_duration_since(scheduled)));
-            h[2].saturating_record(us(running.saturating_duration_since(created)));
+            record_latency(&mut h[0], scheduled.saturating_duration_since(created));
+            record_latency(&mut h[1], running.saturating_duration_since(scheduled));
+            record_latency(&mut h[2], running.saturating_duration_since(created));
         }
         h
     }

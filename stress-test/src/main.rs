@@ -67,9 +67,12 @@ struct Cli {
     run: RunArgs,
     #[command(flatten)]
     connect: ConnectArgs,
-    /// Tokio worker threads (default: one per CPU).
-    #[arg(long, global = true)]
-    workers: Option<usize>,
+    /// Threads that send and receive. One (the default) runs everything on the main thread,
+    /// which costs the least CPU per request: no wake-ups across threads. More only help
+    /// past what one core can send.
+    #[arg(long, global = true, default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: u16,
 }
 
 #[derive(Subcommand, Debug)]
@@ -187,11 +190,14 @@ fn main() -> ExitCode {
             }),
         )
         .init();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    let mut rt = if cli.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut rt = tokio::runtime::Builder::new_multi_thread();
+        rt.worker_threads(usize::from(cli.workers));
+        rt
+    };
     rt.enable_all();
-    if let Some(w) = cli.workers {
-        rt.worker_threads(w.max(1));
-    }
     let rt = match rt.build() {
         Ok(rt) => rt,
         Err(e) => {
