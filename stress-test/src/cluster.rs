@@ -39,7 +39,7 @@ pub struct ConnectArgs {
     #[arg(long, global = true)]
     pub http2: bool,
     /// Seconds to wait for the apiserver to accept a connection.
-    #[arg(long, global = true, default_value = "5s", value_parser = crate::parse_duration_arg)]
+    #[arg(long, global = true, default_value = "5s", value_parser = crate::parse_positive_duration_arg)]
     pub connect_timeout: Duration,
 }
 

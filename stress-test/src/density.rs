@@ -79,7 +79,7 @@ pub struct DensityArgs {
     #[arg(long, default_value = "type=kwok")]
     node_selector: String,
     /// Timeout of every request.
-    #[arg(long, default_value = "10s", value_parser = crate::parse_duration_arg)]
+    #[arg(long, default_value = "10s", value_parser = crate::parse_positive_duration_arg)]
     request_timeout: Duration,
     /// Also write the JSON report to this file.
     #[arg(long)]
