@@ -5,6 +5,8 @@
 //! without being parsed: the generator pays for HTTP and TLS only.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
@@ -33,15 +35,29 @@ pub struct ConnectArgs {
     /// kubeconfig context (default: the current context).
     #[arg(long, global = true)]
     pub context: Option<String>,
-    /// Offer HTTP/2 (as client-go does): requests share few connections instead of one
-    /// connection per request in flight. The apiserver caps streams per connection (250 by
-    /// default); requests beyond that wait for a stream.
-    #[arg(long, global = true)]
+    /// Offer only HTTP/1.1 (as kube-rs does): one connection, and one TLS handshake, per
+    /// request in flight, and a new one after every timeout.
+    #[arg(long, global = true, overrides_with = "http2")]
+    pub http1: bool,
+    /// Offer HTTP/2 as well (the default, as client-go does): requests share one connection,
+    /// and a timeout resets a stream, not the connection. The apiserver caps streams per
+    /// connection (250 by default); requests beyond that wait for a stream. The last of
+    /// --http1 and --http2 wins.
+    #[arg(long, global = true, overrides_with = "http1")]
     pub http2: bool,
+    /// HTTP/2 connections that requests take turns on. The apiserver serves at most 250
+    /// streams per connection and the rest wait on the client, unseen by its limits; 8 let
+    /// the default --max-inflight of 2000 all reach it.
+    #[arg(long, global = true, default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub http2_connections: u16,
     /// Seconds to wait for the apiserver to accept a connection.
     #[arg(long, global = true, default_value = "5s", value_parser = crate::parse_positive_duration_arg)]
     pub connect_timeout: Duration,
 }
+
+/// Largest HTTP/1.1 read buffer per connection: one TLS record and its overhead.
+const MAX_READ_BUFFER_BYTES: usize = 17 * 1024;
 
 /// The pooled hyper client every raw request goes through.
 type Hyper =
@@ -62,7 +78,11 @@ enum Transport {
 /// A client for raw requests plus the URL it talks to.
 #[derive(Clone)]
 pub struct ApiClient {
-    transport: Transport,
+    /// One per HTTP/2 connection (each hyper client pools one), or one for HTTP/1.1 (whose
+    /// pool opens a connection per request in flight).
+    transports: Arc<[Transport]>,
+    /// Which transport the next request takes.
+    turn: Arc<AtomicUsize>,
     /// kube's client, for typed requests and watches (never on the load's request path).
     kube: kube::Client,
     pub url: String,
@@ -103,10 +123,15 @@ impl ApiClient {
             .to_string()
             .trim_end_matches('/')
             .to_owned();
-        let transport = transport(&config, args.http2)?;
+        let http2 = args.http2 || !args.http1;
+        let connections = if http2 { args.http2_connections } else { 1 };
+        let transports = (0..connections)
+            .map(|_| transport(&config, http2))
+            .collect::<anyhow::Result<_>>()?;
         let kube = kube::Client::try_from(config).context("building the Kubernetes client")?;
         Ok(ApiClient {
-            transport,
+            transports,
+            turn: Arc::new(AtomicUsize::new(0)),
             kube,
             url,
         })
@@ -145,7 +170,8 @@ impl ApiClient {
     }
 
     async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, BoxError> {
-        match &self.transport {
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        match &self.transports[turn % self.transports.len()] {
             Transport::Plain(client) => Ok(client.request(req).await?),
             Transport::Token(service) => service.clone().oneshot(req).await,
         }
@@ -268,7 +294,11 @@ fn transport(config: &kube::Config, http2: bool) -> anyhow::Result<Transport> {
     } else {
         https.enable_http1().wrap_connector(tcp)
     };
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        // Bodies are drained as they come: a LIST of 500 objects must not leave every pooled
+        // HTTP/1.1 connection holding a read buffer of its size (hyper grows it to 400 KiB).
+        .http1_max_buf_size(MAX_READ_BUFFER_BYTES)
+        .build(https);
     Ok(
         match config
             .auth_layer()
