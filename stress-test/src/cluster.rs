@@ -35,17 +35,12 @@ pub struct ConnectArgs {
     /// kubeconfig context (default: the current context).
     #[arg(long, global = true)]
     pub context: Option<String>,
-    /// Offer only HTTP/1.1 (as kube-rs does): one connection, and one TLS handshake, per
-    /// request in flight, and a new one after every timeout.
-    #[arg(long, global = true, overrides_with = "http2")]
-    pub http1: bool,
-    /// Offer HTTP/2 as well (the default, as client-go does): requests share one connection,
-    /// and a timeout resets a stream, not the connection. The apiserver caps streams per
-    /// connection (250 by default); requests beyond that wait for a stream. The last of
-    /// --http1 and --http2 wins.
-    #[arg(long, global = true, overrides_with = "http1")]
+    /// Offer HTTP/2 as well as HTTP/1.1 (as client-go does): requests share a few connections
+    /// and a timeout resets a stream, not its connection. Cheaper than HTTP/1.1 when many
+    /// requests are in flight (no TLS handshake per connection), dearer when few are.
+    #[arg(long, global = true)]
     pub http2: bool,
-    /// HTTP/2 connections that requests take turns on. The apiserver serves at most 250
+    /// With --http2, connections that requests take turns on. The apiserver serves at most 250
     /// streams per connection and the rest wait on the client, unseen by its limits; 8 let
     /// the default --max-inflight of 2000 all reach it.
     #[arg(long, global = true, default_value_t = 8,
@@ -123,10 +118,13 @@ impl ApiClient {
             .to_string()
             .trim_end_matches('/')
             .to_owned();
-        let http2 = args.http2 || !args.http1;
-        let connections = if http2 { args.http2_connections } else { 1 };
+        let connections = if args.http2 {
+            args.http2_connections
+        } else {
+            1
+        };
         let transports = (0..connections)
-            .map(|_| transport(&config, http2))
+            .map(|_| transport(&config, args.http2))
             .collect::<anyhow::Result<_>>()?;
         let kube = kube::Client::try_from(config).context("building the Kubernetes client")?;
         Ok(ApiClient {

@@ -183,7 +183,7 @@ fn full_run_leaves_nothing_behind(cluster: &Cluster, work: &Path) {
     let out = run(
         cluster.load_kubeconfig(),
         &[
-            "--http1",
+            "--http2",
             "--rps",
             "150",
             "--duration",
