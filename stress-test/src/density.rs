@@ -18,7 +18,6 @@ use anyhow::{Context as _, anyhow, bail};
 use bytes::Bytes;
 use clap::ValueEnum;
 use futures::StreamExt as _;
-use hdrhistogram::Histogram;
 use http::{Method, StatusCode};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::{WatchStreamExt as _, watcher};
@@ -31,7 +30,7 @@ use crate::cluster::{ApiClient, ConnectArgs, JSON, status_message};
 use crate::lifecycle::{self, CleanupScope};
 use crate::mix::Resource;
 use crate::objects::{self, Naming, PAUSE_IMAGE, RUN_LABEL, collection_path};
-use crate::report::{IdentityReport, LatencyMs, new_histogram, record_latency};
+use crate::report::{IdentityReport, LatencyHistogram, LatencyMs, new_histogram, record_latency};
 use crate::{Failure, exit, fail};
 
 /// Label telling the run's pods (and Deployments) apart within the run.
@@ -144,7 +143,7 @@ impl Tracker {
 
     /// Startup latency histograms (µs): create→scheduled, scheduled→running, create→running.
     /// "Create" is the POST's send time for direct pods, else the watch's first sight.
-    fn latencies(&self) -> [Histogram<u64>; 3] {
+    fn latencies(&self) -> [LatencyHistogram; 3] {
         let mut h = [new_histogram(), new_histogram(), new_histogram()];
         for p in self.pods.values() {
             let (Some(created), Some(scheduled), Some(running)) =
