@@ -1,18 +1,25 @@
 //! Talking to the apiserver: the client, who we are, and raw requests.
 //!
-//! Requests go through kube's `Client::send` with bodies and URLs prepared in advance, and
-//! responses are drained without being parsed: the generator pays for HTTP and TLS only.
+//! Requests go straight to hyper's pooled client with the kubeconfig's TLS (and kube's auth
+//! layer for tokens), with bodies and URLs prepared in advance, and responses are drained
+//! without being parsed: the generator pays for HTTP and TLS only.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, Uri, header};
-use http_body_util::BodyExt as _;
+use http::{Method, Request, Response, StatusCode, Uri, header};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
-use kube::client::Body;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, ServiceExt as _};
 
 use crate::report::{IdentityReport, Outcome};
 
@@ -28,20 +35,51 @@ pub struct ConnectArgs {
     /// kubeconfig context (default: the current context).
     #[arg(long, global = true)]
     pub context: Option<String>,
-    /// Offer HTTP/2 (as client-go does): requests share few connections instead of one
-    /// connection per request in flight. The apiserver caps streams per connection (250 by
-    /// default); requests beyond that wait for a stream.
+    /// Offer HTTP/2 as well as HTTP/1.1 (as client-go does): requests share a few connections
+    /// and a timeout resets a stream, not its connection. Cheaper than HTTP/1.1 when many
+    /// requests are in flight (no TLS handshake per connection), dearer when few are.
     #[arg(long, global = true)]
     pub http2: bool,
+    /// With --http2, connections that requests take turns on. The apiserver serves at most 250
+    /// streams per connection and the rest wait on the client, unseen by its limits; 8 let
+    /// the default --max-inflight of 2000 all reach it.
+    #[arg(long, global = true, default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub http2_connections: u16,
     /// Seconds to wait for the apiserver to accept a connection.
-    #[arg(long, global = true, default_value = "5s", value_parser = crate::parse_duration_arg)]
+    #[arg(long, global = true, default_value = "5s", value_parser = crate::parse_positive_duration_arg)]
     pub connect_timeout: Duration,
+}
+
+/// Largest HTTP/1.1 read buffer per connection: one TLS record and its overhead.
+const MAX_READ_BUFFER_BYTES: usize = 17 * 1024;
+
+/// The pooled hyper client every raw request goes through.
+type Hyper =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The raw request path: hyper's pooled client with the kubeconfig's TLS, and kube's auth
+/// layer only when the kubeconfig needs a header on each request. kube's own stack (a tracing
+/// span, a base-URI rewrite, a boxed body and a timeout wrapper per request) costs more than it
+/// gives a load generator.
+#[derive(Clone)]
+enum Transport {
+    /// Client certificates (or nothing): the TLS handshake authenticates, requests go as they are.
+    Plain(Box<Hyper>),
+    /// Bearer tokens (static, file or exec), added and refreshed by kube's auth layer.
+    Token(BoxCloneSyncService<Request<Full<Bytes>>, Response<Incoming>, BoxError>),
 }
 
 /// A client for raw requests plus the URL it talks to.
 #[derive(Clone)]
 pub struct ApiClient {
-    client: kube::Client,
+    /// One per HTTP/2 connection (each hyper client pools one), or one for HTTP/1.1 (whose
+    /// pool opens a connection per request in flight).
+    transports: Arc<[Transport]>,
+    /// Which transport the next request takes.
+    turn: Arc<AtomicUsize>,
+    /// kube's client, for typed requests and watches (never on the load's request path).
+    kube: kube::Client,
     pub url: String,
 }
 
@@ -75,28 +113,49 @@ impl ApiClient {
         config.connect_timeout = Some(args.connect_timeout);
         // Each request has its own overall timeout instead.
         config.read_timeout = None;
-        let url = config.cluster_url.to_string();
-        let client = if args.http2 {
-            http2_client(&config)?
+        let url = config
+            .cluster_url
+            .to_string()
+            .trim_end_matches('/')
+            .to_owned();
+        let connections = if args.http2 {
+            args.http2_connections
         } else {
-            kube::Client::try_from(config).context("building the Kubernetes client")?
+            1
         };
-        Ok(ApiClient { client, url })
+        let transports = (0..connections)
+            .map(|_| transport(&config, args.http2))
+            .collect::<anyhow::Result<_>>()?;
+        let kube = kube::Client::try_from(config).context("building the Kubernetes client")?;
+        Ok(ApiClient {
+            transports,
+            turn: Arc::new(AtomicUsize::new(0)),
+            kube,
+            url,
+        })
     }
 
     /// The kube client itself, for typed requests and watches.
     pub fn kube(&self) -> kube::Client {
-        self.client.clone()
+        self.kube.clone()
     }
 
-    /// A request for `path_and_query` (relative to the apiserver URL).
+    /// The absolute URI of `path_and_query` on this apiserver, made once and cloned per
+    /// request (a clone shares the bytes).
+    pub fn uri(&self, path_and_query: &str) -> anyhow::Result<Uri> {
+        format!("{}{path_and_query}", self.url)
+            .parse()
+            .with_context(|| format!("bad request path {path_and_query}"))
+    }
+
+    /// A request for `uri` (from [`ApiClient::uri`]).
     pub fn request(
         method: Method,
         uri: Uri,
         content_type: &'static str,
         body: Bytes,
-    ) -> Request<Body> {
-        let mut req = Request::new(Body::from(body));
+    ) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         let headers = req.headers_mut();
@@ -108,9 +167,17 @@ impl ApiClient {
         req
     }
 
+    async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, BoxError> {
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        match &self.transports[turn % self.transports.len()] {
+            Transport::Plain(client) => Ok(client.request(req).await?),
+            Transport::Token(service) => service.clone().oneshot(req).await,
+        }
+    }
+
     /// Sends a load request and reads the response to the end without keeping it.
-    pub async fn send_and_drain(&self, req: Request<Body>) -> Outcome {
-        let resp = match self.client.send(req).await {
+    pub async fn send_and_drain(&self, req: Request<Full<Bytes>>) -> Outcome {
+        let resp = match self.send(req).await {
             Ok(r) => r,
             Err(_) => return Outcome::Transport,
         };
@@ -133,15 +200,12 @@ impl ApiClient {
         body: Bytes,
         timeout: Duration,
     ) -> anyhow::Result<(StatusCode, Bytes)> {
-        let uri: Uri = path
-            .parse()
-            .with_context(|| format!("bad request path {path}"))?;
-        let req = Self::request(method.clone(), uri, content_type, body);
+        let req = Self::request(method.clone(), self.uri(path)?, content_type, body);
         let fut = async {
-            let resp = self.client.send(req).await?;
+            let resp = self.send(req).await?;
             let status = resp.status();
-            let bytes = resp.into_body().collect_bytes().await?;
-            Ok::<_, kube::Error>((status, bytes))
+            let bytes = resp.into_body().collect().await?.to_bytes();
+            Ok::<_, BoxError>((status, bytes))
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(Ok(r)) => Ok(r),
@@ -204,35 +268,49 @@ impl ApiClient {
     }
 }
 
-/// A kube client whose connector offers HTTP/2 as well as HTTP/1.1 (kube's offers only the
-/// latter), with kube's TLS settings, base URL and authentication.
-fn http2_client(config: &kube::Config) -> anyhow::Result<kube::Client> {
+/// The raw transport from kube's TLS and auth settings. With `http2`, the TLS handshake also
+/// offers HTTP/2 (kube's connector offers HTTP/1.1 only) and requests share its connections.
+fn transport(config: &kube::Config, http2: bool) -> anyhow::Result<Transport> {
     use kube::client::ConfigExt as _;
     let tls = config
         .rustls_client_config()
         .context("TLS settings from the kubeconfig")?;
-    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_connect_timeout(config.connect_timeout);
     tcp.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    let mut https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(tcp);
-    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .https_or_http();
+    if let Some(name) = &config.tls_server_name {
+        let name = rustls::pki_types::ServerName::try_from(name.clone())
+            .with_context(|| format!("tls-server-name {name:?} in the kubeconfig"))?;
+        https = https.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+    }
+    let https = if http2 {
+        https.enable_http1().enable_http2().wrap_connector(tcp)
+    } else {
+        https.enable_http1().wrap_connector(tcp)
+    };
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        // Bodies are drained as they come: a LIST of 500 objects must not leave every pooled
+        // HTTP/1.1 connection holding a read buffer of its size (hyper grows it to 400 KiB).
+        .http1_max_buf_size(MAX_READ_BUFFER_BYTES)
         .build(https);
-    let service = tower::ServiceBuilder::new()
-        .layer(config.base_uri_layer())
-        .option_layer(
-            config
-                .auth_layer()
-                .context("authentication from the kubeconfig")?,
-        )
-        .map_err(tower::BoxError::from)
-        .service(http);
-    Ok(kube::Client::new(service, config.default_namespace.clone()))
+    Ok(
+        match config
+            .auth_layer()
+            .context("authentication from the kubeconfig")?
+        {
+            None => Transport::Plain(Box::new(client)),
+            Some(auth) => Transport::Token(BoxCloneSyncService::new(
+                tower::ServiceBuilder::new()
+                    .layer(auth)
+                    .map_err(BoxError::from)
+                    .service(client),
+            )),
+        },
+    )
 }
 
 /// Maps an HTTP status to the report's outcome.

@@ -18,7 +18,6 @@ use anyhow::{Context as _, anyhow, bail};
 use bytes::Bytes;
 use clap::ValueEnum;
 use futures::StreamExt as _;
-use hdrhistogram::Histogram;
 use http::{Method, StatusCode};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::{WatchStreamExt as _, watcher};
@@ -31,7 +30,7 @@ use crate::cluster::{ApiClient, ConnectArgs, JSON, status_message};
 use crate::lifecycle::{self, CleanupScope};
 use crate::mix::Resource;
 use crate::objects::{self, Naming, PAUSE_IMAGE, RUN_LABEL, collection_path};
-use crate::report::{IdentityReport, LatencyMs, new_histogram};
+use crate::report::{IdentityReport, LatencyHistogram, LatencyMs, new_histogram, record_latency};
 use crate::{Failure, exit, fail};
 
 /// Label telling the run's pods (and Deployments) apart within the run.
@@ -79,7 +78,7 @@ pub struct DensityArgs {
     #[arg(long, default_value = "type=kwok")]
     node_selector: String,
     /// Timeout of every request.
-    #[arg(long, default_value = "10s", value_parser = crate::parse_duration_arg)]
+    #[arg(long, default_value = "10s", value_parser = crate::parse_positive_duration_arg)]
     request_timeout: Duration,
     /// Also write the JSON report to this file.
     #[arg(long)]
@@ -144,18 +143,17 @@ impl Tracker {
 
     /// Startup latency histograms (µs): create→scheduled, scheduled→running, create→running.
     /// "Create" is the POST's send time for direct pods, else the watch's first sight.
-    fn latencies(&self) -> [Histogram<u64>; 3] {
+    fn latencies(&self) -> [LatencyHistogram; 3] {
         let mut h = [new_histogram(), new_histogram(), new_histogram()];
-        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
         for p in self.pods.values() {
             let (Some(created), Some(scheduled), Some(running)) =
                 (p.sent.or(p.seen), p.scheduled, p.running)
             else {
                 continue;
             };
-            h[0].saturating_record(us(scheduled.saturating_duration_since(created)));
-            h[1].saturating_record(us(running.saturating_duration_since(scheduled)));
-            h[2].saturating_record(us(running.saturating_duration_since(created)));
+            record_latency(&mut h[0], scheduled.saturating_duration_since(created));
+            record_latency(&mut h[1], running.saturating_duration_since(scheduled));
+            record_latency(&mut h[2], running.saturating_duration_since(created));
         }
         h
     }

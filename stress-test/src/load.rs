@@ -31,8 +31,8 @@ enum Action {
     Get(Vec<Uri>),
     List(Vec<Uri>),
     Post {
-        /// Collection paths, one per namespace.
-        collections: Vec<String>,
+        /// Collection URI and path, one per namespace.
+        collections: Vec<(Uri, String)>,
         name_prefix: String,
         template: BodyTemplate,
         deletable: Option<Arc<Deletable>>,
@@ -58,13 +58,11 @@ pub struct Load {
     request_timeout: Duration,
 }
 
-fn item_uri(resource: Resource, (ns, name): &ObjectRef) -> Uri {
-    let path = format!("{}/{name}", collection_path(resource, ns.as_deref()));
-    Uri::try_from(path).expect("object paths are valid URIs")
-}
-
-fn static_uri(path: String) -> Uri {
-    Uri::try_from(path).expect("collection paths are valid URIs")
+fn item_uri(api: &ApiClient, resource: Resource, (ns, name): &ObjectRef) -> anyhow::Result<Uri> {
+    api.uri(&format!(
+        "{}/{name}",
+        collection_path(resource, ns.as_deref())
+    ))
 }
 
 impl Load {
@@ -83,7 +81,12 @@ impl Load {
             let reserve = prepared
                 .reserves
                 .get(&e.resource)
-                .map(|objs| objs.iter().map(|o| item_uri(e.resource, o)).collect())
+                .map(|objs| {
+                    objs.iter()
+                        .map(|o| item_uri(&api, e.resource, o))
+                        .collect::<anyhow::Result<VecDeque<Uri>>>()
+                })
+                .transpose()?
                 .unwrap_or_default();
             deletables.insert(e.resource, Arc::new(Mutex::new(reserve)));
         }
@@ -108,26 +111,34 @@ impl Load {
                 vec![None]
             };
             let action = match entry.verb {
-                Verb::Get => Action::Get(pool()?.iter().map(|o| item_uri(r, o)).collect()),
+                Verb::Get => Action::Get(
+                    pool()?
+                        .iter()
+                        .map(|o| item_uri(&api, r, o))
+                        .collect::<anyhow::Result<_>>()?,
+                ),
                 Verb::List => Action::List(
                     namespaces
                         .iter()
                         .map(|ns| {
                             let path = collection_path(r, *ns);
                             // Cluster-scoped kinds hold other objects too: list the run's.
-                            static_uri(if r.is_namespaced() || r.is_read_only() {
+                            api.uri(&if r.is_namespaced() || r.is_read_only() {
                                 format!("{path}?limit=500")
                             } else {
                                 format!("{path}?limit=500&labelSelector={selector}")
                             })
                         })
-                        .collect(),
+                        .collect::<anyhow::Result<_>>()?,
                 ),
                 Verb::Post => Action::Post {
                     collections: namespaces
                         .iter()
-                        .map(|ns| collection_path(r, *ns))
-                        .collect(),
+                        .map(|ns| {
+                            let path = collection_path(r, *ns);
+                            Ok((api.uri(&path)?, path))
+                        })
+                        .collect::<anyhow::Result<_>>()?,
                     name_prefix: naming.object_prefix(r),
                     template: BodyTemplate::new(r, &naming.run_id, padding),
                     deletable: deletables.get(&r).cloned(),
@@ -135,11 +146,16 @@ impl Load {
                 Verb::Put => Action::Put {
                     items: pool()?
                         .iter()
-                        .map(|o| (item_uri(r, o), o.1.clone()))
-                        .collect(),
+                        .map(|o| Ok((item_uri(&api, r, o)?, o.1.clone())))
+                        .collect::<anyhow::Result<_>>()?,
                     template: BodyTemplate::new(r, &naming.run_id, padding),
                 },
-                Verb::Patch => Action::Patch(pool()?.iter().map(|o| item_uri(r, o)).collect()),
+                Verb::Patch => Action::Patch(
+                    pool()?
+                        .iter()
+                        .map(|o| item_uri(&api, r, o))
+                        .collect::<anyhow::Result<_>>()?,
+                ),
                 Verb::Delete => Action::Delete(deletables[&r].clone()),
             };
             ops.push(Op {
@@ -194,13 +210,13 @@ impl Load {
                 template,
                 deletable,
             } => {
-                let coll = &collections[choose(collections.len())];
+                let (uri, path) = &collections[choose(collections.len())];
                 let name = format!("{name_prefix}{serial}");
                 let body = template.render(&name, serial);
                 if let Some(d) = deletable {
-                    created = Some((format!("{coll}/{name}"), d));
+                    created = Some((format!("{path}/{name}"), d));
                 }
-                ApiClient::request(Method::POST, static_uri(coll.clone()), JSON, body)
+                ApiClient::request(Method::POST, uri.clone(), JSON, body)
             }
             Action::Put { items, template } => {
                 let (uri, name) = &items[choose(items.len())];
@@ -235,7 +251,7 @@ impl Load {
             .unwrap_or(Outcome::Timeout);
         o.stats.record(outcome, scheduled.elapsed());
         if let (Outcome::Ok, Some((path, deletable))) = (outcome, created)
-            && let Ok(uri) = Uri::try_from(path)
+            && let Ok(uri) = self.api.uri(&path)
         {
             deletable
                 .lock()

@@ -16,7 +16,7 @@ mod objects;
 mod profile;
 mod report;
 
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -67,9 +67,12 @@ struct Cli {
     run: RunArgs,
     #[command(flatten)]
     connect: ConnectArgs,
-    /// Tokio worker threads (default: one per CPU).
-    #[arg(long, global = true)]
-    workers: Option<usize>,
+    /// Threads that send and receive. One (the default) runs everything on the main thread,
+    /// which costs the least CPU per request: no wake-ups across threads. More only help
+    /// past what one core can send.
+    #[arg(long, global = true, default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: u16,
 }
 
 #[derive(Subcommand, Debug)]
@@ -104,14 +107,14 @@ struct RunArgs {
     #[arg(long)]
     mix: Option<PathBuf>,
     /// Target requests per second (ignored with --profile).
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(long, default_value_t = 100.0, value_parser = parse_rps_arg)]
     rps: f64,
     /// Rate over time: `steps:100,500,1000@60s`, `ramp:100-2000@300s`, `const:500@2m`,
     /// joined with `+`.
     #[arg(long, value_parser = parse_profile_arg)]
     profile: Option<RateProfile>,
     /// Run length (default 60s, or the profile's length); a profile is cut or its last rate held.
-    #[arg(long, value_parser = parse_duration_arg)]
+    #[arg(long, value_parser = parse_positive_duration_arg)]
     duration: Option<Duration>,
     /// Arrival process.
     #[arg(long, value_enum, default_value_t = ArrivalProcess::Poisson)]
@@ -120,7 +123,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_inflight: u32,
     /// Timeout of every request.
-    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration_arg)]
     timeout: Duration,
     /// Bytes of padding per object (configmap/secret data, an annotation elsewhere).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(0..=200_000))]
@@ -159,6 +162,27 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     profile::parse_duration(s).map_err(|e| e.to_string())
 }
 
+/// A duration that must not be zero (a run length or a timeout).
+fn parse_positive_duration_arg(s: &str) -> Result<Duration, String> {
+    match parse_duration_arg(s)? {
+        d if d.is_zero() => Err("must be more than 0".to_owned()),
+        d => Ok(d),
+    }
+}
+
+fn parse_rps_arg(s: &str) -> Result<f64, String> {
+    let rps: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of requests per second"))?;
+    if !(rps > 0.0 && rps <= profile::MAX_RPS) {
+        return Err(format!(
+            "must be more than 0 and at most {} requests per second",
+            profile::MAX_RPS
+        ));
+    }
+    Ok(rps)
+}
+
 fn parse_profile_arg(s: &str) -> Result<RateProfile, String> {
     RateProfile::parse(s).map_err(|e| e.to_string())
 }
@@ -187,11 +211,14 @@ fn main() -> ExitCode {
             }),
         )
         .init();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    let mut rt = if cli.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut rt = tokio::runtime::Builder::new_multi_thread();
+        rt.worker_threads(usize::from(cli.workers));
+        rt
+    };
     rt.enable_all();
-    if let Some(w) = cli.workers {
-        rt.worker_threads(w.max(1));
-    }
     let rt = match rt.build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -309,11 +336,15 @@ async fn run(args: RunArgs, connect_args: &ConnectArgs) -> Result<u8, Failure> {
         }
         None => Mix::default_mix(),
     };
-    if !(args.rps.is_finite() && args.rps >= 0.0) {
-        return Err(fail(exit::USAGE)(anyhow::anyhow!(
-            "--rps must be a number >= 0"
-        )));
-    }
+    // Opened (and truncated) now, so an unwritable path is refused before the run, not after.
+    let report_file = match &args.report {
+        Some(path) => Some(
+            std::fs::File::create(path)
+                .with_context(|| format!("--report {}: cannot write there", path.display()))
+                .map_err(fail(exit::USAGE))?,
+        ),
+        None => None,
+    };
     let profile = match (args.profile.clone(), args.duration) {
         (Some(p), Some(d)) => p.fit_to(d),
         (Some(p), None) => p,
@@ -436,8 +467,8 @@ async fn run(args: RunArgs, connect_args: &ConnectArgs) -> Result<u8, Failure> {
     };
     let json = serde_json::to_string_pretty(&report).expect("report serialises");
     let mut report_error = None;
-    if let Some(path) = &args.report
-        && let Err(e) = std::fs::write(path, format!("{json}\n"))
+    if let (Some(path), Some(mut file)) = (&args.report, report_file)
+        && let Err(e) = writeln!(file, "{json}")
     {
         report_error = Some(anyhow::anyhow!(
             "writing the report to {}: {e}",
@@ -469,4 +500,42 @@ async fn run(args: RunArgs, connect_args: &ConnectArgs) -> Result<u8, Failure> {
     } else {
         0
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The clap error for `args`, which must be refused.
+    fn refused(args: &[&str]) -> String {
+        let argv = std::iter::once("stress-test").chain(args.iter().copied());
+        match Cli::try_parse_from(argv) {
+            Ok(cli) => panic!("{args:?} accepted: {cli:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn refuses_bad_rates_and_durations_naming_the_flag() {
+        for (args, flag) in [
+            (&["--rps", "0"][..], "--rps"),
+            (&["--rps", "1e12"], "--rps"),
+            (&["--rps=-3"], "--rps"),
+            (&["--rps", "NaN"], "--rps"),
+            (&["--duration", "0s"], "--duration"),
+            (&["--timeout", "0s"], "--timeout"),
+            (&["--timeout", "1e30h"], "--timeout"),
+            (&["--connect-timeout", "0ms"], "--connect-timeout"),
+            (&["--profile", "const:1e12@1s"], "--profile"),
+            (&["--workers", "0"], "--workers"),
+        ] {
+            let msg = refused(args);
+            assert!(msg.contains(flag), "{args:?}: {msg}");
+        }
+        let cli = Cli::try_parse_from(["stress-test", "--rps", "600", "--duration", "1s"]).unwrap();
+        assert_eq!(
+            (cli.run.rps, cli.run.duration),
+            (600.0, Some(Duration::from_secs(1)))
+        );
+    }
 }

@@ -259,6 +259,8 @@ pub enum MixError {
     Duplicate { verb: Verb, resource: Resource },
     #[error("the mix has no entry with a positive weight")]
     Empty,
+    #[error("the weights of the mix add up to {0}; use smaller numbers (only ratios matter)")]
+    TotalWeight(f64),
     #[error("cannot parse the mix file: {0}")]
     Yaml(String),
 }
@@ -330,7 +332,12 @@ impl Mix {
         if entries.is_empty() {
             return Err(MixError::Empty);
         }
-        Ok(Mix { entries })
+        let mix = Mix { entries };
+        // Finite weights can still add up to infinity, and every pick would then be NaN.
+        if !mix.total_weight().is_finite() {
+            return Err(MixError::TotalWeight(mix.total_weight()));
+        }
+        Ok(mix)
     }
 
     /// Parses and validates a YAML list of `{verb, resource, weight}`.
@@ -503,6 +510,12 @@ mod tests {
             Err(MixError::Empty)
         );
         assert_eq!(Mix::from_yaml("[]"), Err(MixError::Empty));
+        let err = Mix::from_yaml(
+            "- {verb: GET, resource: secrets, weight: 1e308}\n- {verb: LIST, resource: secrets, weight: 1e308}",
+        )
+        .unwrap_err();
+        assert_eq!(err, MixError::TotalWeight(f64::INFINITY));
+        assert!(err.to_string().contains("add up to inf"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,10 @@
 
 use std::time::Duration;
 
+/// Highest rate a profile or `--rps` may ask for: far beyond what one generator process can
+/// send, so only a typo (`1e12`) reaches it, and it would otherwise spin the arrival loop.
+pub const MAX_RPS: f64 = 100_000.0;
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ProfileError {
     #[error(
@@ -87,8 +91,10 @@ impl RateProfile {
                     .trim()
                     .parse()
                     .map_err(|_| syntax(&format!("{s:?} is not a rate")))?;
-                if !r.is_finite() || r < 0.0 {
-                    return Err(syntax(&format!("rate {s:?} must be >= 0")));
+                if !(0.0..=MAX_RPS).contains(&r) {
+                    return Err(syntax(&format!(
+                        "rate {s:?} must be between 0 and {MAX_RPS}"
+                    )));
                 }
                 Ok(r)
             };
@@ -124,7 +130,11 @@ impl RateProfile {
                 other => return Err(syntax(&format!("unknown shape {other:?}"))),
             }
         }
-        Ok(RateProfile { segments })
+        let profile = RateProfile { segments };
+        if profile.peak_rps() == 0.0 {
+            return Err(syntax("every rate is 0, so it would send nothing"));
+        }
+        Ok(profile)
     }
 
     /// Cuts the profile at `duration`, or holds its last rate until then.
@@ -251,11 +261,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, ProfileError> {
         "h" => 3600.0,
         _ => return Err(err()),
     };
-    let secs = n * scale;
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(err());
-    }
-    Ok(Duration::from_secs_f64(secs))
+    // Also refuses durations too long to represent (`1e30h`) instead of panicking.
+    Duration::try_from_secs_f64(n * scale).map_err(|_| err())
 }
 
 #[cfg(test)]
@@ -316,6 +323,21 @@ mod tests {
     }
 
     #[test]
+    fn refuses_rates_out_of_range_and_silent_profiles() {
+        let msg = RateProfile::parse("const:1e12@1s").unwrap_err().to_string();
+        assert!(msg.contains("1e12") && msg.contains("100000"), "{msg}");
+        assert!(RateProfile::parse("ramp:0-inf@1s").is_err());
+        assert!(
+            RateProfile::parse("const:100000@1s").is_ok(),
+            "the cap itself is allowed"
+        );
+        let msg = RateProfile::parse("steps:0,0@5s").unwrap_err().to_string();
+        assert!(msg.contains("send nothing"), "{msg}");
+        // A silent stretch next to a loud one is a real profile.
+        assert!(RateProfile::parse("const:0@5s+const:10@5s").is_ok());
+    }
+
+    #[test]
     fn parses_durations() {
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
@@ -324,6 +346,9 @@ mod tests {
         assert_eq!(parse_duration("2.5").unwrap(), Duration::from_millis(2500));
         assert!(parse_duration("5 minutes").is_err());
         assert!(parse_duration("s").is_err());
+        // Too long to represent: refused, not a panic.
+        assert!(parse_duration("1e30h").is_err());
+        assert!(parse_duration("-1s").is_err());
     }
 
     #[test]

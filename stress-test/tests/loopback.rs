@@ -365,6 +365,39 @@ fn a_bad_mix_is_refused_before_any_request() {
     );
 }
 
+#[test]
+fn bad_flags_are_refused_before_any_request_naming_the_flag() {
+    let work = tempdir("badflags");
+    let huge = work.join("huge.yaml");
+    std::fs::write(
+        &huge,
+        "- {verb: GET, resource: secrets, weight: 1e308}\n- {verb: LIST, resource: secrets, weight: 1e308}\n",
+    )
+    .unwrap();
+    let unwritable = work.join("no-such-dir").join("report.json");
+    let cases: [(Vec<&str>, &str); 6] = [
+        (vec!["--rps", "0"], "--rps"),
+        (vec!["--rps", "1e12"], "--rps"),
+        (vec!["--duration", "0s"], "--duration"),
+        (vec!["--timeout", "0s"], "--timeout"),
+        (vec!["--mix", huge.to_str().unwrap()], "add up to inf"),
+        (vec!["--report", unwritable.to_str().unwrap()], "--report"),
+    ];
+    for (args, named) in cases {
+        // No kubeconfig exists: a refusal that names the flag came before any connection.
+        let out = Command::new(BIN)
+            .args(&args)
+            .args(["--kubeconfig", "/nonexistent"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+        assert!(!stderr.contains("kubeconfig"), "{args:?}: {stderr}");
+    }
+    assert!(!unwritable.exists());
+}
+
 fn kubectl_apply(cluster: &Cluster, manifest: &str) {
     use std::io::Write as _;
     let mut child = Command::new(cluster.tools_bin().join("kubectl"))
