@@ -230,8 +230,10 @@ pub fn recommend(
         violation.0 += now
             .violations
             .iter()
-            .filter(|v| {
-                !(v.constraint == Constraint::CpuHeadroom && v.amount < HEADROOM_HYSTERESIS)
+            .filter(|v| match v.constraint {
+                Constraint::CpuHeadroom => v.amount >= HEADROOM_HYSTERESIS,
+                Constraint::BurstRoom => v.amount >= BURST_ROOM_HYSTERESIS,
+                _ => true,
             })
             .map(|v| v.amount)
             .sum::<f64>();
@@ -863,6 +865,11 @@ fn overload_note(name: &str, problem: &ApiserverProblem, best: &Candidate) -> St
 /// settings are sized to the headroom itself, so without a band the next round's few
 /// percent of forecast and calibration noise raised the CPU again under the same load.
 const HEADROOM_HYSTERESIS: f64 = 0.05;
+/// How far the running queue room may fall short of the burst floor before that alone is a
+/// reason to change: the floor is the most requests seen in flight over one window, which
+/// wanders from window to window; a room half again too small is a burst that will be
+/// rejected, not noise.
+const BURST_ROOM_HYSTERESIS: f64 = 0.5;
 
 /// Each apiserver's share of the total load (and of the clients' QPS).
 fn load_shares(

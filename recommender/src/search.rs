@@ -369,6 +369,14 @@ impl ApiserverProblem {
             Constraint::MutatingCapacity,
             self.required_mutating_capacity / capacity - 1.0,
         );
+        // A room below what the measured bursts ask for (as far as the bounds allow) is a
+        // miss of its own: the Poisson model sees no cost in it, so without this a current
+        // room too small for the bursts would be kept by the deadband at no saving.
+        let floor = self.burst_room.min(self.queue_length.max);
+        miss(
+            Constraint::BurstRoom,
+            floor / f64::from(s.queue_length.max(1)) - 1.0,
+        );
         if !self.memory.bytes(f64::from(s.total_inflight())).1 {
             miss(
                 Constraint::MemoryBound,

@@ -492,6 +492,66 @@ fn the_queue_room_covers_the_measured_burst_and_is_never_empty() {
     }
 }
 
+/// The recommendation's settings as the running ones, so that only what a test changes
+/// differs.
+fn running(r: &Recommendation) -> recommender::setting::CurrentSettings {
+    let mut cur = recommender::setting::CurrentSettings::default();
+    for a in &r.apiservers {
+        cur.apiservers.insert(a.target.name.clone(), a.recommended);
+    }
+    for (list, out) in [
+        (&r.schedulers, &mut cur.schedulers),
+        (&r.controller_managers, &mut cur.controller_managers),
+    ] {
+        for c in list {
+            out.insert(c.target.name.clone(), c.recommended);
+        }
+    }
+    cur
+}
+
+#[test]
+fn a_running_room_far_below_the_measured_burst_is_raised_at_no_saving() {
+    let mut policy = uniform_policy();
+    policy.bounds.apiserver.queue_length.min = 0.0;
+    let mut snap = snapshot(&policy, 300.0, 60.0, CALM_SCHEDULER);
+    for a in &mut snap.apiservers {
+        a.read_only.inflight_max = Some(140.0);
+    }
+    // Round after round from the defaults until arak holds: the step limits move it a step
+    // at a time.
+    let mut settled = recommend(
+        &snap,
+        &policy,
+        &current(&policy, apiserver(4.0, 400, 200, 0), client(50.0)),
+    )
+    .unwrap();
+    for _ in 0..8 {
+        if settled.action == Action::Hold {
+            break;
+        }
+        settled = recommend(&snap, &policy, &running(&settled)).unwrap();
+    }
+    assert_eq!(settled.action, Action::Hold, "{:?}", settled.hold_reasons);
+    // The same settings with a room of a fifth of the burst: raising it costs nothing, so
+    // the deadband alone would keep it; the burst it cannot hold makes it a change.
+    let with_room = |room: u32| {
+        let mut cur = running(&settled);
+        for s in cur.apiservers.values_mut() {
+            s.queue_length = room;
+        }
+        recommend(&snap, &policy, &cur).unwrap()
+    };
+    let small = with_room(28);
+    assert_eq!(small.action, Action::Change, "{:?}", small.hold_reasons);
+    for a in &small.apiservers {
+        assert!(a.recommended.queue_length >= 140, "{:?}", a.recommended);
+    }
+    // A fifth short of it is within the floor's window-to-window noise: held.
+    let near = with_room(115);
+    assert_eq!(near.action, Action::Hold, "{:?}", near.hold_reasons);
+}
+
 #[test]
 fn every_limit_says_what_sized_it() {
     let policy = policy();
