@@ -384,19 +384,14 @@ impl PrometheusSource {
         ] {
             let p99 = |metric: &str| {
                 format!(
-                    "histogram_quantile(0.99, sum by ({by},le) (rate({metric}{{{selector},verb=~\"{verbs}\"}}[{range}])))"
+                    "histogram_quantile(0.99, sum by ({by},le) (rate({metric}_bucket{{{selector},verb=~\"{verbs}\"}}[{range}])))"
                 )
             };
-            let sli = p99("apiserver_request_sli_duration_seconds_bucket");
-            let promql = if sli_everywhere {
-                sli
-            } else {
-                format!(
-                    "({sli}) or ({})",
-                    p99("apiserver_request_duration_seconds_bucket")
-                )
-            };
-            series.push((kind, Component::Apiserver, promql));
+            series.push((
+                kind,
+                Component::Apiserver,
+                sli_or_total(sli_everywhere, p99),
+            ));
         }
         // The mean as well as the P99: the calibration fits the off-CPU time's mean and spread
         // from the two.
@@ -409,16 +404,11 @@ impl PrometheusSource {
                     "sum by ({by}) (rate({metric}_sum{{{selector},verb=~\"{verbs}\"}}[{range}])) / sum by ({by}) (rate({metric}_count{{{selector},verb=~\"{verbs}\"}}[{range}]))"
                 )
             };
-            let sli = mean("apiserver_request_sli_duration_seconds");
-            let promql = if sli_everywhere {
-                sli
-            } else {
-                format!(
-                    "({sli}) or ({})",
-                    mean("apiserver_request_duration_seconds")
-                )
-            };
-            series.push((kind, Component::Apiserver, promql));
+            series.push((
+                kind,
+                Component::Apiserver,
+                sli_or_total(sli_everywhere, mean),
+            ));
         }
         for component in [
             Component::Apiserver,
@@ -493,6 +483,21 @@ impl PrometheusSource {
             replicas: replicas.into_values().collect(),
         };
         Ok((history, findings))
+    }
+}
+
+/// A latency query over the SLI histogram (which leaves out APF queueing and webhooks),
+/// falling back per series to the whole request duration where a replica lacks the SLI
+/// (older Kubernetes). `query` builds the PromQL from a histogram's base name.
+fn sli_or_total(sli_everywhere: bool, query: impl Fn(&str) -> String) -> String {
+    let sli = query("apiserver_request_sli_duration_seconds");
+    if sli_everywhere {
+        sli
+    } else {
+        format!(
+            "({sli}) or ({})",
+            query("apiserver_request_duration_seconds")
+        )
     }
 }
 
