@@ -25,9 +25,9 @@ const REQUESTS: usize = 20;
 /// Per request: a served request takes milliseconds; one routed to the frozen replica never
 /// returns.
 const REQUEST_TIMEOUT_S: &str = "3";
-/// HAProxy checks every second and takes a replica out after one failed check (whose own
-/// timeout is the interval), back in after two good ones.
-const STATE_CHANGE: Duration = Duration::from_secs(15);
+/// HAProxy checks every 2 s, gives a check 3 s, and takes a replica out after two failed
+/// checks in a row (about 10 s for a frozen one), back in after two good ones.
+const STATE_CHANGE: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_balancer_routes_only_to_ready_apiservers() {
