@@ -86,6 +86,13 @@ pub fn render(merged: &Merged, plots: &[PathBuf], svg_dir: &Path) -> String {
             |w| format!("{w} s")
         )
     );
+    let _ = writeln!(
+        s,
+        "Tested control plane: {} kube-apiserver replica(s) behind the load balancer, one \
+         controller-manager and one scheduler, {} fake KWOK nodes; Prometheus scrapes the \
+         apiservers every {} s.\n",
+        params.apiservers, params.tested_nodes, params.apiserver_scrape_s
+    );
     let _ = match params.low_rps {
         Some(low) => writeln!(
             s,

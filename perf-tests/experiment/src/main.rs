@@ -129,6 +129,16 @@ struct HarnessArgs {
     /// Fake KWOK nodes of the tested cluster (110 pods each).
     #[arg(long, default_value_t = 5)]
     tested_nodes: u32,
+    /// kube-apiserver replicas of the tested control plane, one per master (the scheduler
+    /// and controller-manager stay on master-0). With one, the apiserver's CPU limit rather
+    /// than this shared machine is what binds.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=3))]
+    apiservers: u32,
+    /// The tested apiservers' scrape interval, seconds (timeout one less): an apiserver at
+    /// 1.3 x its capacity took 6-9 s to render /metrics here, past the global 4 s timeout,
+    /// which left arak and the measures blind.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(2..=120))]
+    apiserver_scrape_s: u32,
     /// The binaries (perf-tests/run-experiment builds them in release mode and passes them).
     #[arg(long)]
     stress_test: PathBuf,
@@ -194,6 +204,10 @@ struct RunArgs {
     /// Repetitions of each configuration.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
     reps: u32,
+    /// The first repetition's number (and stress-test seed): a later batch merged into the
+    /// same report goes on from the earlier one's last, e.g. --reps 2 --first-rep 3.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    first_rep: u32,
     /// Configurations, in the order each repetition runs them (arak first, so native and
     /// static can warm up for the median arak needed).
     #[arg(long, value_delimiter = ',', default_value = "arak,native,static")]
@@ -306,6 +320,8 @@ fn harness(args: HarnessArgs) -> error::Result<run::Harness> {
         repo,
         base_port: args.base_port,
         tested_nodes: args.tested_nodes,
+        apiservers: args.apiservers,
+        apiserver_scrape_s: args.apiserver_scrape_s,
         stress_test: args.stress_test,
         node_agent: args.node_agent,
     })
@@ -403,12 +419,15 @@ async fn run_command(args: RunArgs) -> error::Result<()> {
             warmup_timeout_s: args.warmup_timeout_s,
             warmup_s: args.warmup_s,
             tested_nodes: harness.tested_nodes,
+            apiservers: harness.apiservers,
+            apiserver_scrape_s: harness.apiserver_scrape_s,
             arak_interval_s: args.arak_interval_s,
             density_pods: args.density_pods,
         },
         harness,
         out,
         reps: args.reps,
+        first_rep: args.first_rep,
         configs: args.configs,
         density_timeout: args.density_timeout,
         arak: args.arak,

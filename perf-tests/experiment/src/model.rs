@@ -123,8 +123,22 @@ pub struct ScenarioParams {
     /// Warm-up of native and static; None: the median arak needed in the runs before.
     pub warmup_s: Option<u64>,
     pub tested_nodes: u32,
+    /// kube-apiserver replicas (results from before the option had three).
+    #[serde(default = "three")]
+    pub apiservers: u32,
+    /// The tested apiservers' scrape interval (results from before the option: the global 5 s).
+    #[serde(default = "five")]
+    pub apiserver_scrape_s: u32,
     pub arak_interval_s: u32,
     pub density_pods: Vec<u32>,
+}
+
+fn three() -> u32 {
+    3
+}
+
+fn five() -> u32 {
+    5
 }
 
 /// One rate of the capacity sweep (native, stress-test's default mix, the load user).

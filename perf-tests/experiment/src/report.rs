@@ -474,6 +474,8 @@ mod tests {
                 warmup_timeout_s: 420,
                 warmup_s: None,
                 tested_nodes: 5,
+                apiservers: 3,
+                apiserver_scrape_s: 5,
                 arak_interval_s: 5,
                 density_pods: vec![],
             },
@@ -583,6 +585,27 @@ mod tests {
         assert!(err.contains("capacity_rps (500.0 vs 600.0)"), "{err}");
         assert!(err.contains("rate_rps (650 vs 780)"), "{err}");
         assert!(check_mergeable(&[]).is_err());
+    }
+
+    /// Results written before `--apiservers` and `--apiserver-scrape-s` existed ran three
+    /// apiservers scraped every 5 s, and must not merge with a one-apiserver run.
+    #[test]
+    fn older_results_read_as_three_apiservers_and_do_not_merge_with_one() {
+        let old = experiment(500.0);
+        let mut json = serde_json::to_value(&old).unwrap();
+        let params = json["params"].as_object_mut().unwrap();
+        params.remove("apiservers");
+        params.remove("apiserver_scrape_s");
+        let read: Experiment = serde_json::from_value(json).unwrap();
+        assert_eq!(read.params.apiservers, 3);
+        assert_eq!(read.params.apiserver_scrape_s, 5);
+        let mut one = experiment(500.0);
+        one.params.apiservers = 1;
+        one.params.apiserver_scrape_s = 15;
+        let err = check_mergeable(&[(PathBuf::from("old"), read), (PathBuf::from("new"), one)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("apiservers (3 vs 1)"), "{err}");
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Harness {
     pub repo: PathBuf,
     pub base_port: u16,
     pub tested_nodes: u32,
+    pub apiservers: u32,
+    pub apiserver_scrape_s: u32,
     pub stress_test: PathBuf,
     pub node_agent: PathBuf,
 }
@@ -46,6 +48,9 @@ pub struct Plan {
     pub out: PathBuf,
     pub params: ScenarioParams,
     pub reps: u32,
+    /// The number of the first repetition: a later batch merged into the same report goes
+    /// on from the last one's, so its repetitions are not numbered (nor seeded) alike.
+    pub first_rep: u32,
     pub configs: Vec<Config>,
     pub density_timeout: String,
     pub arak: PathBuf,
@@ -154,7 +159,7 @@ pub async fn run(plan: Plan) -> Result<PathBuf> {
     let total = plan.reps * plan.configs.len() as u32;
     let mut records: Vec<RunRecord> = Vec::new();
     let mut interrupted = false;
-    'reps: for rep in 1..=plan.reps {
+    'reps: for rep in plan.first_rep..plan.first_rep + plan.reps {
         for &config in &plan.configs {
             let index = records.len() as u32 + 1;
             let state_dir = state_dir();
@@ -469,6 +474,11 @@ async fn cluster_up(
         .args(["--owner-pid", &std::process::id().to_string()])
         .env("ARAK_HOSTED_VARIANT", config.variant())
         .env("ARAK_HOSTED_NODES", harness.tested_nodes.to_string())
+        .env("ARAK_HOSTED_APISERVERS", harness.apiservers.to_string())
+        .env(
+            "ARAK_HOSTED_APISERVER_SCRAPE_S",
+            harness.apiserver_scrape_s.to_string(),
+        )
         .env("ARAK_NODE_AGENT", &harness.node_agent)
         .env("ARAK_CLUSTER_TIMEOUT", "240");
     let t = Instant::now();
@@ -914,7 +924,7 @@ impl RunCtx<'_> {
         ]);
         output(wait).await?;
 
-        let policy = policy(&plan.harness.repo, env)?;
+        let policy = policy(&plan.harness, env)?;
         self.policy = policy.clone();
         let tuning = json!({
             "apiVersion": "arak.io/v1alpha1",
@@ -1053,11 +1063,14 @@ fn spawn_logged(mut command: tokio::process::Command, log: &Path) -> Result<Chil
 }
 
 /// The example policy (config/examples/policy.yaml) for the hosted control plane: replicas
-/// named by their scrape `instance`, the masters' 2 cores, and the short-run safety
+/// named by their scrape `instance`, on the masters the per-replica layout pins them to
+/// (apiserver-i on master-i, the scheduler and controller-manager on master-0, sharing its
+/// 2 cores: without `node` arak sized each as if it had the master alone, and an apiserver
+/// of 1.75 cores beside two 0.25-core components could not be scheduled), and the short-run safety
 /// settings of the Auto integration test: no cooldown, and act only on a model calibrated
 /// from the run's own measurements (confidence medium), never on the priors alone.
-fn policy(repo: &Path, env: &ClusterEnv) -> Result<Value> {
-    let path = repo.join("config/examples/policy.yaml");
+fn policy(harness: &Harness, env: &ClusterEnv) -> Result<Value> {
+    let path = harness.repo.join("config/examples/policy.yaml");
     let text =
         std::fs::read_to_string(&path).map_err(Error::io(format!("reading {}", path.display())))?;
     let mut policy: Value = serde_norway::from_str(&text).map_err(|e| Error::Parse {
@@ -1074,22 +1087,22 @@ fn policy(repo: &Path, env: &ClusterEnv) -> Result<Value> {
         .as_object_mut()
         .ok_or_else(|| Error::Invalid(format!("{} is not a mapping", path.display())))?;
     map.remove("current");
-    let apiservers: Vec<Value> = (0..3)
+    let apiservers: Vec<Value> = (0..harness.apiservers)
         .map(|i| {
             json!({"name": format!("127.0.1.{}:{apiserver_port}", i + 1), "stateful_set": format!("apiserver-{i}"),
-                   "container": "kube-apiserver", "node_allocatable": node})
+                   "container": "kube-apiserver", "node_allocatable": node, "node": format!("master-{i}")})
         })
         .collect();
     map.insert("apiservers".into(), json!(apiservers));
     map.insert(
         "schedulers".into(),
         json!([{"name": format!("127.0.1.1:{}", hosted_base + 5), "stateful_set": "scheduler-0",
-                "container": "kube-scheduler", "node_allocatable": node}]),
+                "container": "kube-scheduler", "node_allocatable": node, "node": "master-0"}]),
     );
     map.insert(
         "controller_managers".into(),
         json!([{"name": format!("127.0.1.1:{}", hosted_base + 4), "stateful_set": "controller-manager-0",
-                "container": "kube-controller-manager", "node_allocatable": node}]),
+                "container": "kube-controller-manager", "node_allocatable": node, "node": "master-0"}]),
     );
     map.insert(
         "safety".into(),
