@@ -98,6 +98,27 @@ pub fn container_failure(pod: &Pod, container: &str) -> Option<String> {
     })
 }
 
+/// The scheduler's reason, when it has found no node for the pod (`PodScheduled` False,
+/// `Unschedulable`): a pod pinned to its master that asks for more than the master has left.
+pub fn unschedulable(pod: &Pod) -> Option<String> {
+    let condition = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled")?;
+    (condition.status == "False" && condition.reason.as_deref() == Some("Unschedulable")).then(
+        || {
+            format!(
+                "{} cannot be scheduled: {}",
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                condition.message.as_deref().unwrap_or("no reason given")
+            )
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +192,35 @@ mod tests {
         };
         assert!(container_failure(&pod(false, status(1, backoff)), "kube-apiserver").is_some());
         assert!(pod_ready(&pod(true, status(0, ContainerState::default()))));
+    }
+
+    #[test]
+    fn only_the_schedulers_unschedulable_verdict_counts() {
+        let with_scheduled = |status: &str, reason: Option<&str>| {
+            let mut p = pod(false, status_default());
+            p.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
+                type_: "PodScheduled".into(),
+                status: status.into(),
+                reason: reason.map(Into::into),
+                message: Some("0/4 nodes are available: 1 Insufficient cpu.".into()),
+                ..Default::default()
+            }]);
+            p
+        };
+        assert_eq!(
+            unschedulable(&with_scheduled("False", Some("Unschedulable"))).as_deref(),
+            Some("apiserver-0 cannot be scheduled: 0/4 nodes are available: 1 Insufficient cpu.")
+        );
+        assert_eq!(unschedulable(&with_scheduled("True", None)), None);
+        // Waiting for a scheduling gate is not a verdict on the node's room.
+        assert_eq!(
+            unschedulable(&with_scheduled("False", Some("SchedulingGated"))),
+            None
+        );
+        assert_eq!(unschedulable(&pod(false, status_default())), None);
+    }
+
+    fn status_default() -> ContainerStatus {
+        status(0, ContainerState::default())
     }
 }

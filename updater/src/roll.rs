@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::health::{
-    REVISION_LABEL, SloCheck, SloTarget, container_failure, pod_ready, pod_revision,
+    REVISION_LABEL, SloCheck, SloTarget, container_failure, pod_ready, pod_revision, unschedulable,
 };
 use crate::intent::{INTENT_ANNOTATION, Intent, Step, to_annotation};
 use crate::plan::{
@@ -402,11 +402,25 @@ async fn wait_pod_updated<S: SloCheck>(
 ) -> Result<(), String> {
     let deadline = Instant::now() + ctx.options.pod_ready_timeout;
     let mut waiting_for = String::from("the StatefulSet controller");
+    let mut unschedulable_since = None;
     loop {
         match pod_progress(ctx, name, pod_name, container, siblings).await {
             Ok(Progress::Done) => return Ok(()),
             Ok(Progress::Failed(reason)) => return Err(reason),
-            Ok(Progress::Waiting(what)) => waiting_for = what,
+            Ok(Progress::Unschedulable(reason)) => {
+                // The scheduler retries as room frees up (the old pod's requests go with
+                // it); a pod still without a node after the grace will not get one by
+                // waiting, and the replica stays down until the roll is undone.
+                let since = *unschedulable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= UNSCHEDULABLE_GRACE {
+                    return Err(reason);
+                }
+                waiting_for = reason;
+            }
+            Ok(Progress::Waiting(what)) => {
+                unschedulable_since = None;
+                waiting_for = what;
+            }
             Err(e) => tracing::warn!(pod = pod_name, error = %e, "checking the roll"),
         }
         if Instant::now() >= deadline {
@@ -419,9 +433,14 @@ async fn wait_pod_updated<S: SloCheck>(
     }
 }
 
+/// How long a rolled pod may stay unschedulable before the roll is undone.
+const UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(20);
+
 enum Progress {
     Done,
     Waiting(String),
+    /// The scheduler found no node for the new pod.
+    Unschedulable(String),
     Failed(String),
 }
 
@@ -464,6 +483,9 @@ async fn pod_progress<S: SloCheck>(
     }
     if let Some(failure) = container_failure(&pod, container) {
         return Ok(Progress::Failed(failure));
+    }
+    if let Some(reason) = unschedulable(&pod) {
+        return Ok(Progress::Unschedulable(reason));
     }
     if !pod_ready(&pod) {
         return Ok(Progress::Waiting(format!("{pod_name} to become Ready")));

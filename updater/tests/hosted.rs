@@ -6,7 +6,8 @@
 //! a time, never two down, each new process carrying the flag, and applying it again is a
 //! no-op; (d) an APF queue length changes live with no restart; (g) CPU changes in place
 //! through `pods/resize`, with no restart either; (b) a flag kube-apiserver
-//! refuses is rolled back and the other replicas never restart; (c) an updater stopped
+//! refuses is rolled back and the other replicas never restart; (h) a new pod that does not
+//! fit its master is rolled back on the scheduler's word; (c) an updater stopped
 //! mid-roll is finished by the next run with the same recommendation, or rolled back by a
 //! recovery without one, leaving no intent behind.
 
@@ -100,6 +101,9 @@ async fn cases() {
     let step = Instant::now();
     refused_flag_is_rolled_back(&env, &ctx).await;
     eprintln!("(b) rollback: {:.1}s", step.elapsed().as_secs_f64());
+    let step = Instant::now();
+    unschedulable_roll_is_rolled_back(&env, &ctx).await;
+    eprintln!("(h) unschedulable: {:.1}s", step.elapsed().as_secs_f64());
     let step = Instant::now();
     interrupted_roll_is_finished_or_undone(&env, &ctx).await;
     eprintln!("(c) crash: {:.1}s", step.elapsed().as_secs_f64());
@@ -337,6 +341,39 @@ async fn refused_flag_is_rolled_back(env: &Env, ctx: &Context<ReadinessOnly>) {
         assert_eq!(after[sts], before[sts], "{sts} was never restarted");
     }
     assert_eq!(template_inflight(env, "apiserver-0").await, Some(437));
+    assert_no_intent(env).await;
+}
+
+/// (h) A roll whose new pod asks for more CPU than its master has left (2 cores, with the
+/// controller-manager and scheduler also on master-0) is undone once the scheduler has
+/// refused it for the grace, naming the scheduler's reason, instead of leaving the replica
+/// down until the pod-ready timeout.
+async fn unschedulable_roll_is_rolled_back(env: &Env, ctx: &Context<ReadinessOnly>) {
+    let before = processes(env).await;
+    let mut rec = recommendation(&[437, 437, 437], START_MUTATING, 6 * 60);
+    rec.apiservers[0].recommended.max_requests_inflight = 500;
+    rec.apiservers[0].recommended.cpu_cores = 2.0;
+    let outcome = updater::apply(ctx, &rec).await.expect("apply");
+    let Outcome::Rejected(rejection) = &outcome else {
+        panic!("a pod that cannot be placed must be rolled back: {outcome:?}")
+    };
+    eprintln!("rejected: {}", rejection.reason);
+    assert_eq!(rejection.stateful_set.as_deref(), Some("apiserver-0"));
+    assert!(
+        rejection
+            .reason
+            .contains("apiserver-0-0 cannot be scheduled")
+            && rejection.reason.contains("Insufficient cpu"),
+        "the scheduler's reason, not a timeout: {}",
+        rejection.reason
+    );
+    wait_all_ready(env).await;
+    let after = processes(env).await;
+    assert_eq!(inflight_flag(after["apiserver-0"].pid), Some(437));
+    assert_eq!(template_inflight(env, "apiserver-0").await, Some(437));
+    for sts in ["apiserver-1", "apiserver-2"] {
+        assert_eq!(after[sts], before[sts], "{sts} was never restarted");
+    }
     assert_no_intent(env).await;
 }
 
