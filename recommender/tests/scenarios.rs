@@ -222,7 +222,7 @@ fn the_recorded_loopback_snapshot_replays() {
     assert!(
         r.hold_reasons
             .iter()
-            .any(|h| h.contains("misses the constraints by less")),
+            .any(|h| h.contains("less than the current one")),
         "{:?}",
         r.hold_reasons
     );
