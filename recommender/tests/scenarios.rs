@@ -579,3 +579,61 @@ fn every_limit_says_what_sized_it() {
         );
     }
 }
+
+#[test]
+fn past_saturation_a_young_change_is_not_undone_but_capacity_still_goes_up() {
+    let policy = policy();
+    // Five times the example's load on the example's apiservers, whose queue room (300) is
+    // far above what the least violating plan keeps, a change made 700 s ago: past the
+    // cooldown and the settling window, inside the 1800 s scale-down delay.
+    let snap = scaled_example(5.0);
+    let mut cur = policy.current.clone().unwrap();
+    let plan_with_last_change = |cur: &mut recommender::setting::CurrentSettings, age: f64| {
+        cur.last_change_unix_s = Some(snap.time_unix_s - age);
+        recommend(&snap, &policy, cur).unwrap()
+    };
+    let lowers = |r: &Recommendation| {
+        r.apiservers
+            .iter()
+            .any(|a| a.recommended.lowers_any(&a.current))
+            || r.schedulers
+                .iter()
+                .chain(&r.controller_managers)
+                .any(|c| c.recommended.lowers_any(&c.current))
+    };
+    let mentions_delay = |r: &Recommendation| {
+        r.hold_reasons
+            .iter()
+            .chain(&r.notes)
+            .any(|n| n.contains("scale-down delay") && n.contains("SLOs are missed"))
+    };
+
+    // Once the delay has passed, the plan lowers what the overload makes worthless.
+    let free = plan_with_last_change(&mut cur, 2000.0);
+    assert!(!free.feasible);
+    assert!(
+        free.apiservers
+            .iter()
+            .any(|a| a.recommended.cpu_cores > a.current.cpu_cores)
+    );
+    assert!(lowers(&free), "{:?}", free.apiservers);
+    assert!(!mentions_delay(&free), "{:?}", free.notes);
+
+    // Inside it, nothing goes down, the cores still go up (as far as the node leaves: the
+    // co-located scheduler and controller-manager keep their CPU too), and the round says
+    // why it kept what it would otherwise lower.
+    let young = plan_with_last_change(&mut cur, 700.0);
+    assert!(!lowers(&young), "{:?}", young.apiservers);
+    assert!(
+        mentions_delay(&young),
+        "{:?} / {:?}",
+        young.hold_reasons,
+        young.notes
+    );
+    for (y, f) in young.apiservers.iter().zip(&free.apiservers) {
+        if f.recommended.cpu_cores > f.current.cpu_cores {
+            assert!(y.recommended.cpu_cores > y.current.cpu_cores, "{y:?}");
+        }
+        assert!(y.recommended.cpu_cores <= f.recommended.cpu_cores, "{y:?}");
+    }
+}
