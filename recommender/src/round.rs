@@ -30,47 +30,11 @@ use crate::snapshot::{
 
 /// Produces the round's recommendation. Errors only on inputs that contradict each other
 /// (current settings missing for a replica); data problems make it hold, with the reason.
-///
-/// Up fast, down slow, also past saturation: where the SLOs cannot all be met and the last
-/// change is younger than the scale-down delay, the round is planned again with no knob
-/// allowed to go down, so capacity can still be added at once. Taking the first plan as
-/// it was flapped: at 1.3 x one apiserver's capacity arak raised its inflight limits
-/// 400/200 -> 520/400, and two rounds later, on a window in which the SLOs were missed
-/// again, put them back and halved the queue room, rolling the only replica each time.
 pub fn recommend(
     snapshot: &LoadSnapshot,
     policy: &Policy,
     current: &CurrentSettings,
 ) -> Result<Recommendation> {
-    let (first, situation) = plan(snapshot, policy, current)?;
-    let Some(s) = situation else {
-        return Ok(first);
-    };
-    let delay = policy.safety.scale_down_delay_s;
-    let since = s.last_change_unix_s.map(|last| s.time_unix_s - last);
-    let Some(since) = since.filter(|&t| s.lowers && s.current_violation > 0.0 && t < delay) else {
-        return Ok(first);
-    };
-    let mut raise_only = policy.clone();
-    raise_only.step_limits.max_decrease_factor = 1.0;
-    let (mut second, _) = plan(snapshot, &raise_only, current)?;
-    let deferred = format!(
-        "scale-down delay: last change {since:.0} s ago, {delay:.0} s required before lowering; until then only raises are considered, though the SLOs are missed"
-    );
-    match second.action {
-        Action::Hold => second.hold_reasons.push(deferred),
-        Action::Change => second.notes.push(deferred),
-    }
-    Ok(second)
-}
-
-/// One plan of the round, with the situation its decision was made on (none where it held
-/// before planning, for missing data).
-fn plan(
-    snapshot: &LoadSnapshot,
-    policy: &Policy,
-    current: &CurrentSettings,
-) -> Result<(Recommendation, Option<Situation>)> {
     let cur = CurrentOf::new(policy, current)?;
     let mut missing = Vec::new();
     let apiserver_samples: Vec<&ApiserverSample> = policy
@@ -106,7 +70,7 @@ fn plan(
         &mut missing,
     );
     if !missing.is_empty() {
-        return Ok((hold_only(snapshot, policy, &cur, missing), None));
+        return Ok(hold_only(snapshot, policy, &cur, missing));
     }
 
     // Forecast and calibrate every apiserver on its own series.
@@ -162,7 +126,7 @@ fn plan(
         per_replica.push((ro, mu, calibration));
     }
     if !no_load.is_empty() {
-        return Ok((hold_only(snapshot, policy, &cur, no_load), None));
+        return Ok(hold_only(snapshot, policy, &cur, no_load));
     }
 
     let mut notes = Vec::new();
@@ -398,7 +362,7 @@ fn plan(
             capacity.1
         ));
     }
-    let recommendation = Recommendation {
+    Ok(Recommendation {
         time_unix_s: snapshot.time_unix_s,
         action,
         hold_reasons,
@@ -414,8 +378,7 @@ fn plan(
         schedulers,
         controller_managers,
         notes,
-    };
-    Ok((recommendation, Some(situation)))
+    })
 }
 
 /// The current settings, checked to cover every replica of the policy with values it can have.

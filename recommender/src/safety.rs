@@ -13,14 +13,9 @@ pub enum Action {
 }
 
 /// The grid a knob may take this round: the bounds, within a step of `current`. The
-/// bounds win: a current value outside them moves to the nearest bound at once. A decrease
-/// factor of 1 keeps the knob from going down at all.
+/// bounds win: a current value outside them moves to the nearest bound at once.
 pub fn step_box(current: f64, grid: &KnobRange, limits: &StepLimits) -> KnobRange {
-    let lo = if limits.max_decrease_factor > 1.0 {
-        (current / limits.max_decrease_factor).min(current - grid.step)
-    } else {
-        current
-    };
+    let lo = (current / limits.max_decrease_factor).min(current - grid.step);
     let hi = (current * limits.max_increase_factor).max(current + grid.step);
     let at = |v: f64| KnobRange {
         min: v,
@@ -237,24 +232,5 @@ mod tests {
             step: 25.0,
         };
         assert_eq!(step_box(0.0, &q, &limits).max, 25.0);
-        // A factor of 1 never lowers, not even by the one step any other factor allows.
-        let raise_only = StepLimits {
-            max_decrease_factor: 1.0,
-            ..limits
-        };
-        let b = step_box(4.0, &grid, &raise_only);
-        assert_eq!((b.min, b.max), (4.0, 8.0));
-        assert_eq!(
-            step_box(
-                1.0,
-                &grid,
-                &StepLimits {
-                    max_decrease_factor: 1.01,
-                    ..limits
-                }
-            )
-            .min,
-            0.75
-        );
     }
 }
