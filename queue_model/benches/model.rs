@@ -1,6 +1,7 @@
-//! One apiserver-model evaluation (and one past saturation with a long queue), and sweeps
-//! of candidate settings as the recommender's search makes them (rejection, mean latency
-//! and the share of requests within the SLO).
+//! One apiserver-model evaluation (and one past saturation with a long queue), and brute
+//! force sweeps that put every setting of a grid through the model (rejection, mean latency
+//! and the share of requests within the SLO): the model's throughput per setting. The
+//! recommender's search over the same grids is `recommender/benches/search.rs`.
 
 use std::hint::black_box;
 
@@ -41,8 +42,8 @@ fn setting(cores: f64, ro: u32, mu: u32, queue: u32) -> ApiserverSetting {
 }
 
 /// Rejection, mean latency and P(R ≤ 1 s) for every setting of a 100,000-point grid:
-/// 10 core counts × 40 read limits × 25 write limits × 10 queue lengths, walked with the
-/// caching evaluator as the recommender's search walks its grid.
+/// 10 core counts × 40 read limits × 25 write limits × 10 queue lengths, every one through
+/// the caching evaluator.
 fn sweep(load: &ApiserverLoad, cores: impl Iterator<Item = u32>) -> usize {
     let mut evaluator = Evaluator::new(load).unwrap();
     let mut feasible = 0;
