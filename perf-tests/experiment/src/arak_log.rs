@@ -48,11 +48,12 @@ pub fn decisions(log: &str) -> Vec<&str> {
     log.lines().filter(|l| round(l).is_some()).collect()
 }
 
-/// Converged: the last two rounds both settled (two consecutive rounds without an apply, on
-/// a calibrated model).
-pub fn converged(decisions: &[&str]) -> bool {
-    decisions.len() >= 2
-        && decisions[decisions.len() - 2..]
+/// Converged: the last `rounds` rounds all settled (that many consecutive rounds without an
+/// apply, on a calibrated model; at least two).
+pub fn converged(decisions: &[&str], rounds: usize) -> bool {
+    let rounds = rounds.max(2);
+    decisions.len() >= rounds
+        && decisions[decisions.len() - rounds..]
             .iter()
             .all(|l| round(l) == Some(Round::Settled))
 }
@@ -113,7 +114,7 @@ mod tests {
     }
 
     #[test]
-    fn convergence_needs_two_settled_rounds_in_a_row() {
+    fn convergence_needs_the_asked_settled_rounds_in_a_row() {
         let not_ready = line("hold", "no request rates for apiserver `a`");
         let applied = line("applied", "roll");
         let settled = line("hold", "the recommended settings are the current ones");
@@ -125,17 +126,20 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join("\n")
         };
-        let cases: [(&[&String], bool); 6] = [
-            (&[], false),
-            (&[&settled], false),
-            (&[&not_ready, &not_ready], false),
-            (&[&applied, &settled], false),
-            (&[&applied, &settled, &other, &settled], true),
-            (&[&settled, &settled, &applied], false),
+        let cases: [(&[&String], usize, bool); 9] = [
+            (&[], 2, false),
+            (&[&settled], 2, false),
+            (&[&settled], 1, false),
+            (&[&not_ready, &not_ready], 2, false),
+            (&[&applied, &settled], 2, false),
+            (&[&applied, &settled, &other, &settled], 2, true),
+            (&[&applied, &settled, &other, &settled], 3, false),
+            (&[&settled, &applied, &settled, &settled, &settled], 3, true),
+            (&[&settled, &settled, &applied], 2, false),
         ];
-        for (lines, expected) in cases {
+        for (lines, rounds, expected) in cases {
             let text = log(lines);
-            assert_eq!(converged(&decisions(&text)), expected, "{text}");
+            assert_eq!(converged(&decisions(&text), rounds), expected, "{text}");
         }
         let text = log(&[&not_ready, &applied, &settled, &applied]);
         assert_eq!(applies(&decisions(&text)).len(), 2);

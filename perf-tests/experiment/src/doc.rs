@@ -78,7 +78,8 @@ pub fn render(merged: &Merged, plots: &[PathBuf], svg_dir: &Path) -> String {
     let _ = writeln!(s, "## Hypothesis (written before the runs)\n");
     let _ = writeln!(s, "> {}\n", experiment.hypothesis);
     let warmups = format!(
-        "(arak: until two consecutive rounds settle on a calibrated model, at most {} s; \
+        "(arak: until its rounds settle on a calibrated model for two of its 30-s windows in a \
+         row, two rounds in runs before 2026-12-07 21:40 UTC, at most {} s; \
          native and static: {})",
         params.warmup_timeout_s,
         params.warmup_s.map_or(

@@ -63,6 +63,9 @@ const FALLBACK_WARMUP_S: f64 = 180.0;
 /// Seconds at the start of a capacity point left out: stress-test's first arrivals and the
 /// apiservers' first queues.
 const SWEEP_SKIP_S: f64 = 5.0;
+/// The window arak's rounds read (the tuning's `windowSeconds`); convergence asks for two
+/// of them of settled rounds.
+const ARAK_WINDOW_S: u32 = 30;
 /// One more scrape (every 5 s) so the window's last samples are in Prometheus.
 const SCRAPE_WAIT: Duration = Duration::from_secs(7);
 
@@ -842,13 +845,17 @@ impl RunCtx<'_> {
         }
     }
 
-    /// Until arak's last two rounds settled and no StatefulSet is mid-roll; false at `limit`.
+    /// Until arak's rounds have settled for two of its windows in a row and no StatefulSet is
+    /// mid-roll; false at `limit`. Two settled rounds were not enough: ten seconds of holds
+    /// on one window, and the next window's noise made a change inside the measured one.
     async fn wait_arak_converged(&mut self, env: &ClusterEnv, limit: Duration) -> Result<bool> {
+        let interval_s = self.plan.params.arak_interval_s.max(1);
+        let settled_rounds = (2 * ARAK_WINDOW_S).div_ceil(interval_s) as usize;
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             self.check_load()?;
             let log = std::fs::read_to_string(self.arak_log()).unwrap_or_default();
-            if crate::arak_log::converged(&crate::arak_log::decisions(&log))
+            if crate::arak_log::converged(&crate::arak_log::decisions(&log), settled_rounds)
                 && statefulsets(env)
                     .await?
                     .is_some_and(|list| all_rolled_out(&list))
@@ -933,7 +940,7 @@ impl RunCtx<'_> {
             "spec": {
                 "mode": "Auto",
                 "intervalSeconds": plan.params.arak_interval_s,
-                "windowSeconds": 30,
+                "windowSeconds": ARAK_WINDOW_S,
                 "historySeconds": 120,
                 "policy": policy,
             },
