@@ -147,7 +147,8 @@ pub struct ClientBounds {
 }
 
 /// How far one round may move a knob: to at most `×max_increase_factor` and at least
-/// `÷max_decrease_factor` of its current value (and always by one grid step).
+/// `÷max_decrease_factor` of its current value (and always by one grid step, except that a
+/// decrease factor of 1 means a knob never goes down).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StepLimits {
@@ -173,7 +174,8 @@ pub struct Safety {
     pub cooldown_s: f64,
     /// Below this confidence in the load or the calibration, hold.
     pub min_confidence: ConfidenceLevel,
-    /// Seconds after a change before a change that lowers any knob, while every SLO is met.
+    /// Seconds after a change before a change that lowers any knob, while every SLO is met;
+    /// and, whatever the SLOs, seconds after arak raised a knob before that knob goes down.
     pub scale_down_delay_s: f64,
 }
 

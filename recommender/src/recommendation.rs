@@ -9,7 +9,7 @@ use crate::forecast::Forecast;
 use crate::policy::ConfidenceLevel;
 use crate::safety::Action;
 use crate::search::{SizedBy, Violation};
-use crate::setting::{ApiserverSettings, ClientSettings};
+use crate::setting::{ApiserverSettings, ClientSettings, knob_key};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recommendation {
@@ -36,6 +36,43 @@ pub struct Recommendation {
     pub schedulers: Vec<ClientRecommendation>,
     pub controller_managers: Vec<ClientRecommendation>,
     pub notes: Vec<String>,
+}
+
+impl Recommendation {
+    /// The knobs this recommendation takes above what runs, by
+    /// [`knob_key`]: what a caller that applies it records in
+    /// [`crate::CurrentSettings::raised_unix_s`].
+    pub fn raised_knobs(&self) -> Vec<String> {
+        let apiservers = self.apiservers.iter().map(|a| {
+            (
+                &a.target.name,
+                a.current.knobs().to_vec(),
+                a.recommended.knobs().to_vec(),
+            )
+        });
+        let clients = self
+            .schedulers
+            .iter()
+            .chain(&self.controller_managers)
+            .map(|c| {
+                (
+                    &c.target.name,
+                    c.current.knobs().to_vec(),
+                    c.recommended.knobs().to_vec(),
+                )
+            });
+        apiservers
+            .chain(clients)
+            .flat_map(|(replica, current, recommended)| {
+                current
+                    .into_iter()
+                    .zip(recommended)
+                    .filter(|((_, was), (_, is))| is > was)
+                    .map(|((knob, _), _)| knob_key(replica, knob))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

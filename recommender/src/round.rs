@@ -16,6 +16,7 @@ use crate::forecast::{Forecast, forecast};
 use crate::memory::MemorySizing;
 use crate::policy::{
     ClientBounds, ConfidenceLevel, KnobRange, LoadShare, NodeAllocatable, Policy, ReplicaPlacement,
+    StepLimits,
 };
 use crate::recommendation::{
     ApiserverPrediction, ApiserverRecommendation, ClientPrediction, ClientRecommendation,
@@ -23,7 +24,7 @@ use crate::recommendation::{
 };
 use crate::safety::{Action, Situation, decide, step_box};
 use crate::search::{self, ApiserverProblem, Candidate, Constraint, Violation};
-use crate::setting::{ApiserverSettings, ClientSettings, CurrentSettings};
+use crate::setting::{ApiserverSettings, ClientSettings, CurrentSettings, knob_key};
 use crate::snapshot::{
     ApiserverSample, ClientSample, Component, LoadSnapshot, ProcessSample, ReplicaHistory, Severity,
 };
@@ -35,7 +36,7 @@ pub fn recommend(
     policy: &Policy,
     current: &CurrentSettings,
 ) -> Result<Recommendation> {
-    let cur = CurrentOf::new(policy, current)?;
+    let cur = CurrentOf::new(policy, current, snapshot.time_unix_s)?;
     let mut missing = Vec::new();
     let apiserver_samples: Vec<&ApiserverSample> = policy
         .apiservers
@@ -130,6 +131,14 @@ pub fn recommend(
     }
 
     let mut notes = Vec::new();
+    let held = cur.held(policy);
+    if !held.is_empty() {
+        notes.push(format!(
+            "not lowered this round, raised less than the {:.0} s scale-down delay ago: {}",
+            policy.safety.scale_down_delay_s,
+            held.join(", ")
+        ));
+    }
     let mut sched = scheduler
         .as_ref()
         .map(|s| plan_scheduler(s, policy, &cur, snapshot, &mut notes));
@@ -163,7 +172,7 @@ pub fn recommend(
     ] {
         let Some(plan) = plan else { continue };
         for p in placements {
-            let (cpu, memory) = plan.resources(policy, p, cur.client(plan.component, &p.name));
+            let (cpu, memory) = plan.resources(policy, p, &cur);
             budgets.give(p, cpu, memory);
         }
     }
@@ -203,6 +212,7 @@ pub fn recommend(
         let current = *cur.apiserver(&placement.name);
         let mut problem = apiserver_problem(
             policy,
+            |knob| cur.steps(policy, &placement.name, knob),
             budgets.left(placement),
             sample,
             history_of(&placement.name),
@@ -266,7 +276,7 @@ pub fn recommend(
         } else {
             0.5
         };
-        plan.allow_bursts(need + share * room, policy);
+        plan.allow_bursts(need + share * room, policy, &cur);
     }
     let qps_recommended = client_qps(&sched, &cm, false);
 
@@ -381,24 +391,86 @@ pub fn recommend(
     })
 }
 
-/// The current settings, checked to cover every replica of the policy with values it can have.
-struct CurrentOf<'a>(&'a CurrentSettings);
+/// The current settings, checked to cover every replica of the policy with values it can
+/// have, at the round's time.
+struct CurrentOf<'a> {
+    settings: &'a CurrentSettings,
+    now_unix_s: f64,
+}
 
 impl<'a> CurrentOf<'a> {
-    fn new(policy: &Policy, current: &'a CurrentSettings) -> Result<Self> {
+    fn new(policy: &Policy, current: &'a CurrentSettings, now_unix_s: f64) -> Result<Self> {
         current.validate(policy)?;
-        Ok(Self(current))
+        Ok(Self {
+            settings: current,
+            now_unix_s,
+        })
     }
 
     fn apiserver(&self, name: &str) -> &'a ApiserverSettings {
-        &self.0.apiservers[name]
+        &self.settings.apiservers[name]
     }
 
     fn client(&self, component: Component, name: &str) -> &'a ClientSettings {
         match component {
-            Component::Scheduler => &self.0.schedulers[name],
-            _ => &self.0.controller_managers[name],
+            Component::Scheduler => &self.settings.schedulers[name],
+            _ => &self.settings.controller_managers[name],
         }
+    }
+
+    /// Seconds since arak raised this knob of this replica, while that is less than the
+    /// scale-down delay.
+    fn raised_ago(&self, policy: &Policy, replica: &str, knob: &str) -> Option<f64> {
+        let at = self.settings.raised_unix_s.get(&knob_key(replica, knob))?;
+        let ago = self.now_unix_s - at;
+        (ago < policy.safety.scale_down_delay_s).then_some(ago.max(0.0))
+    }
+
+    /// How far this round may move one knob of one replica. Up fast, down slow, as the
+    /// HPA's scale-down stabilisation, whatever the SLOs: a knob arak raised less than the
+    /// scale-down delay ago does not go down. Past saturation the calibrated CPU per
+    /// request, the burst floor and the apiservers' spare capacity wander from window to
+    /// window, and each round acted on the latest: at 1.3 x one apiserver's capacity arak
+    /// raised its inflight limits 400/200 -> 610/400 and put them back a minute later, and
+    /// moved the controller-manager's QPS 120 -> 240 -> 170 -> 130 within three minutes,
+    /// restarting a component each time. Holding every knob instead (not only the raised
+    /// ones) kept the APF queue room at its first value and the apiserver queueing for
+    /// seconds.
+    fn steps(&self, policy: &Policy, replica: &str, knob: &str) -> StepLimits {
+        match self.raised_ago(policy, replica, knob) {
+            Some(_) => StepLimits {
+                max_decrease_factor: 1.0,
+                ..policy.step_limits
+            },
+            None => policy.step_limits,
+        }
+    }
+
+    /// [`Self::steps`] for a knob that one value serves for every replica of a component
+    /// (client QPS and burst): held down if it was raised on any of them.
+    fn component_steps(&self, policy: &Policy, component: Component, knob: &str) -> StepLimits {
+        let placements = match component {
+            Component::Scheduler => &policy.schedulers,
+            _ => &policy.controller_managers,
+        };
+        placements
+            .iter()
+            .map(|p| self.steps(policy, &p.name, knob))
+            .find(|s| s.max_decrease_factor == 1.0)
+            .unwrap_or(policy.step_limits)
+    }
+
+    /// The knobs held up by [`Self::steps`] this round, for the recommendation's notes.
+    fn held(&self, policy: &Policy) -> Vec<String> {
+        self.settings
+            .raised_unix_s
+            .keys()
+            .filter_map(|key| {
+                let (replica, knob) = key.split_once('/')?;
+                let ago = self.raised_ago(policy, replica, knob)?;
+                Some(format!("{key} (raised {ago:.0} s ago)"))
+            })
+            .collect()
     }
 }
 
@@ -460,7 +532,7 @@ impl ClientPlan {
             .iter()
             .map(|p| {
                 let current = *cur.client(self.component, &p.name);
-                let (cpu_cores, memory_bytes) = self.resources(policy, p, &current);
+                let (cpu_cores, memory_bytes) = self.resources(policy, p, cur);
                 ClientRecommendation {
                     target: target(p),
                     current,
@@ -481,17 +553,13 @@ impl ClientPlan {
 impl ClientPlan {
     /// The CPU and memory one replica gets: what the leader needs with headroom, and the
     /// peak memory with its headroom, within a step of what runs and within its node.
-    fn resources(
-        &self,
-        policy: &Policy,
-        p: &ReplicaPlacement,
-        current: &ClientSettings,
-    ) -> (f64, f64) {
+    fn resources(&self, policy: &Policy, p: &ReplicaPlacement, cur: &CurrentOf) -> (f64, f64) {
+        let current = cur.client(self.component, &p.name);
         let bounds = client_bounds(policy, self.component);
         let cpu_grid = step_box(
             current.cpu_cores,
             &within_node(&bounds.cpu_cores, p.node_allocatable.cpu_cores),
-            &policy.step_limits,
+            &cur.steps(policy, &p.name, "cpu_cores"),
         );
         let cpu_cores = match self.cpu_needed {
             Some(need) => cpu_grid
@@ -511,7 +579,7 @@ impl ClientPlan {
             grid: step_box(
                 current.memory_bytes,
                 &within_node(&bounds.memory_bytes, p.node_allocatable.memory_bytes),
-                &policy.step_limits,
+                &cur.steps(policy, &p.name, "memory_bytes"),
             ),
             policy: policy.memory,
         };
@@ -522,9 +590,13 @@ impl ClientPlan {
     /// most the apiservers can take, within a step of the current value; lowers it only
     /// when the current QPS is above `allowed`. A current QPS between half of that and all
     /// of it stays, so the QPS does not follow every swing of the load.
-    fn allow_bursts(&mut self, allowed: f64, policy: &Policy) {
+    fn allow_bursts(&mut self, allowed: f64, policy: &Policy, cur: &CurrentOf) {
         let b = client_bounds(policy, self.component);
-        let grid = step_box(self.current.client_qps, &b.client_qps, &policy.step_limits);
+        let grid = step_box(
+            self.current.client_qps,
+            &b.client_qps,
+            &cur.component_steps(policy, self.component, "client_qps"),
+        );
         let need = self.recommended.client_qps;
         let target = grid.floor(allowed).unwrap_or(grid.min).max(need);
         let current = self.current.client_qps;
@@ -534,7 +606,7 @@ impl ClientPlan {
             target
         };
         self.recommended.client_qps = qps;
-        self.recommended.client_burst = burst_for(policy, self.component, &self.current, qps);
+        self.recommended.client_burst = burst_for(policy, self.component, cur, &self.current, qps);
     }
 }
 
@@ -599,12 +671,17 @@ impl NodeBudgets {
 fn client_knobs(
     policy: &Policy,
     component: Component,
+    cur: &CurrentOf,
     current: &ClientSettings,
     least_qps: impl Fn(&KnobRange) -> (f64, bool),
     notes: &mut Vec<String>,
 ) -> ClientSettings {
     let b = client_bounds(policy, component);
-    let qps_grid = step_box(current.client_qps, &b.client_qps, &policy.step_limits);
+    let qps_grid = step_box(
+        current.client_qps,
+        &b.client_qps,
+        &cur.component_steps(policy, component, "client_qps"),
+    );
     let (client_qps, ok) = least_qps(&qps_grid);
     if !ok {
         notes.push(format!(
@@ -614,7 +691,7 @@ fn client_knobs(
     }
     ClientSettings {
         client_qps,
-        client_burst: burst_for(policy, component, current, client_qps),
+        client_burst: burst_for(policy, component, cur, current, client_qps),
         ..*current
     }
 }
@@ -623,6 +700,7 @@ fn client_knobs(
 fn burst_for(
     policy: &Policy,
     component: Component,
+    cur: &CurrentOf,
     current: &ClientSettings,
     client_qps: f64,
 ) -> u32 {
@@ -630,7 +708,7 @@ fn burst_for(
     let burst_grid = step_box(
         f64::from(current.client_burst),
         &b.client_burst,
-        &policy.step_limits,
+        &cur.component_steps(policy, component, "client_burst"),
     );
     burst_grid
         .ceil(client_qps * b.burst_per_qps)
@@ -710,6 +788,7 @@ fn plan_scheduler(
     let recommended = client_knobs(
         policy,
         Component::Scheduler,
+        cur,
         &current,
         |grid| search::scheduler_qps(&c.load, grid, &policy.slo),
         &mut notes,
@@ -748,6 +827,7 @@ fn plan_controller_manager(views: &[ClientView], policy: &Policy, cur: &CurrentO
     let recommended = client_knobs(
         policy,
         Component::ControllerManager,
+        cur,
         &current,
         |grid| search::controller_manager_qps(demands[leader], grid, &policy.slo),
         &mut notes,
@@ -895,6 +975,7 @@ fn load_shares(
 #[allow(clippy::too_many_arguments)]
 fn apiserver_problem(
     policy: &Policy,
+    steps: impl Fn(&str) -> StepLimits,
     node: NodeAllocatable,
     sample: &ApiserverSample,
     history: Option<&ReplicaHistory>,
@@ -904,7 +985,6 @@ fn apiserver_problem(
     required_mutating_capacity: f64,
 ) -> ApiserverProblem {
     let b = &policy.bounds.apiserver;
-    let steps = &policy.step_limits;
     let history_peak = history
         .into_iter()
         .flat_map(|h| h.resident_memory_bytes.iter().flatten())
@@ -939,22 +1019,22 @@ fn apiserver_problem(
         cores: step_box(
             current.cpu_cores,
             &within_node(&b.cpu_cores, node.cpu_cores),
-            steps,
+            &steps("cpu_cores"),
         ),
         read_limit: step_box(
             f64::from(current.max_requests_inflight),
             &b.max_requests_inflight,
-            steps,
+            &steps("max_requests_inflight"),
         ),
         mutating_limit: step_box(
             f64::from(current.max_mutating_requests_inflight),
             &b.max_mutating_requests_inflight,
-            steps,
+            &steps("max_mutating_requests_inflight"),
         ),
         queue_length: step_box(
             f64::from(current.queue_length),
             &room_bounds(&b.queue_length, burst_room),
-            steps,
+            &steps("queue_length"),
         ),
         burst_room,
         memory: MemorySizing {
@@ -964,7 +1044,7 @@ fn apiserver_problem(
             grid: step_box(
                 current.memory_bytes,
                 &within_node(&b.memory_bytes, node.memory_bytes),
-                steps,
+                &steps("memory_bytes"),
             ),
             policy: policy.memory,
         },

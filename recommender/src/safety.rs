@@ -13,9 +13,14 @@ pub enum Action {
 }
 
 /// The grid a knob may take this round: the bounds, within a step of `current`. The
-/// bounds win: a current value outside them moves to the nearest bound at once.
+/// bounds win: a current value outside them moves to the nearest bound at once. A decrease
+/// factor of 1 keeps the knob from going down at all.
 pub fn step_box(current: f64, grid: &KnobRange, limits: &StepLimits) -> KnobRange {
-    let lo = (current / limits.max_decrease_factor).min(current - grid.step);
+    let lo = if limits.max_decrease_factor > 1.0 {
+        (current / limits.max_decrease_factor).min(current - grid.step)
+    } else {
+        current
+    };
     let hi = (current * limits.max_increase_factor).max(current + grid.step);
     let at = |v: f64| KnobRange {
         min: v,
@@ -232,5 +237,16 @@ mod tests {
             step: 25.0,
         };
         assert_eq!(step_box(0.0, &q, &limits).max, 25.0);
+        // A factor of 1 never lowers, not even by the one step any other factor allows.
+        let raise_only = StepLimits {
+            max_decrease_factor: 1.0,
+            ..limits
+        };
+        assert_eq!(step_box(4.0, &grid, &raise_only).min, 4.0);
+        let barely = StepLimits {
+            max_decrease_factor: 1.01,
+            ..limits
+        };
+        assert_eq!(step_box(1.0, &grid, &barely).min, 0.75);
     }
 }

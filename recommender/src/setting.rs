@@ -38,6 +38,23 @@ pub struct ClientSettings {
 }
 
 impl ApiserverSettings {
+    /// Every knob by its name (as in the settings' YAML and the tuning's status).
+    pub fn knobs(&self) -> [(&'static str, f64); 5] {
+        [
+            ("cpu_cores", self.cpu_cores),
+            ("memory_bytes", self.memory_bytes),
+            (
+                "max_requests_inflight",
+                f64::from(self.max_requests_inflight),
+            ),
+            (
+                "max_mutating_requests_inflight",
+                f64::from(self.max_mutating_requests_inflight),
+            ),
+            ("queue_length", f64::from(self.queue_length)),
+        ]
+    }
+
     /// Whether any knob of `self` is below the same knob of `other`: capacity taken away.
     pub fn lowers_any(&self, other: &Self) -> bool {
         self.cpu_cores < other.cpu_cores
@@ -49,6 +66,16 @@ impl ApiserverSettings {
 }
 
 impl ClientSettings {
+    /// Every knob by its name (as in the settings' YAML and the tuning's status).
+    pub fn knobs(&self) -> [(&'static str, f64); 4] {
+        [
+            ("cpu_cores", self.cpu_cores),
+            ("memory_bytes", self.memory_bytes),
+            ("client_qps", self.client_qps),
+            ("client_burst", f64::from(self.client_burst)),
+        ]
+    }
+
     /// Whether any knob of `self` is below the same knob of `other`.
     pub fn lowers_any(&self, other: &Self) -> bool {
         self.cpu_cores < other.cpu_cores
@@ -72,6 +99,15 @@ pub struct CurrentSettings {
     pub schedulers: BTreeMap<String, ClientSettings>,
     #[serde(default)]
     pub controller_managers: BTreeMap<String, ClientSettings>,
+    /// When arak last raised each knob, by [`knob_key`]: a knob raised less than the
+    /// policy's `scale_down_delay_s` ago is not lowered (see `recommend`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub raised_unix_s: BTreeMap<String, f64>,
+}
+
+/// How [`CurrentSettings::raised_unix_s`] names one knob of one replica.
+pub fn knob_key(replica: &str, knob: &str) -> String {
+    format!("{replica}/{knob}")
 }
 
 impl ApiserverSettings {
@@ -94,13 +130,22 @@ impl CurrentSettings {
     /// have: requests fit the node (the scheduler would not place the pod otherwise), and
     /// limits of 0, which Kubernetes reads as "unlimited", are refused since no model sizes them.
     pub fn validate(&self, policy: &Policy) -> Result<()> {
-        if let Some(t) = self.last_change_unix_s
-            && !(t.is_finite() && t >= 0.0)
-        {
-            return Err(RecommenderError::Current {
-                field: "last_change_unix_s".into(),
-                reason: format!("{t} is not a time since the Unix epoch"),
-            });
+        let times = self
+            .last_change_unix_s
+            .map(|t| ("last_change_unix_s".to_owned(), t))
+            .into_iter()
+            .chain(
+                self.raised_unix_s
+                    .iter()
+                    .map(|(k, &t)| (format!("raised_unix_s.{k}"), t)),
+            );
+        for (field, t) in times {
+            if !(t.is_finite() && t >= 0.0) {
+                return Err(RecommenderError::Current {
+                    field,
+                    reason: format!("{t} is not a time since the Unix epoch"),
+                });
+            }
         }
         for p in &policy.apiservers {
             let at = |field: &str| format!("apiservers.{}.{field}", p.name);

@@ -579,3 +579,72 @@ fn every_limit_says_what_sized_it() {
         );
     }
 }
+
+/// Every knob the recommendation takes below what runs, as (replica, knob).
+fn lowered(r: &Recommendation) -> Vec<(String, &'static str)> {
+    let apiservers = r.apiservers.iter().map(|a| {
+        (
+            &a.target.name,
+            a.current.knobs().to_vec(),
+            a.recommended.knobs().to_vec(),
+        )
+    });
+    let clients = r.schedulers.iter().chain(&r.controller_managers).map(|c| {
+        (
+            &c.target.name,
+            c.current.knobs().to_vec(),
+            c.recommended.knobs().to_vec(),
+        )
+    });
+    apiservers
+        .chain(clients)
+        .flat_map(|(name, current, recommended)| {
+            current
+                .into_iter()
+                .zip(recommended)
+                .filter(|((_, now), (_, next))| next < now)
+                .map(|((knob, _), _)| (name.clone(), knob))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn a_knob_raised_within_the_scale_down_delay_is_not_lowered_whatever_the_slos() {
+    use recommender::setting::knob_key;
+    let policy = policy();
+    // Five times the example's load: no setting meets the SLOs, and the least violating
+    // one takes knobs down (the queue room of 300 among them). The last change is old.
+    let snap = scaled_example(5.0);
+    let mut cur = policy.current.clone().unwrap();
+    cur.last_change_unix_s = Some(snap.time_unix_s - 2000.0);
+    let free = recommend(&snap, &policy, &cur).unwrap();
+    assert!(!free.feasible);
+    let down = lowered(&free);
+    assert!(!down.is_empty(), "{:?}", free.apiservers);
+
+    // Had arak raised those very knobs 700 s ago (inside the 1800 s delay), none goes down,
+    // and the notes say which were held.
+    for (replica, knob) in &down {
+        cur.raised_unix_s
+            .insert(knob_key(replica, knob), snap.time_unix_s - 700.0);
+    }
+    let held = recommend(&snap, &policy, &cur).unwrap();
+    assert_eq!(lowered(&held), vec![], "{:?}", held.apiservers);
+    let note = held
+        .notes
+        .iter()
+        .find(|n| n.contains("scale-down delay"))
+        .unwrap_or_else(|| panic!("{:?}", held.notes));
+    for (replica, knob) in &down {
+        assert!(note.contains(&knob_key(replica, knob)), "{note}");
+    }
+
+    // Raised longer ago than the delay, they are free to go down again.
+    for t in cur.raised_unix_s.values_mut() {
+        *t = snap.time_unix_s - 2000.0;
+    }
+    let again = recommend(&snap, &policy, &cur).unwrap();
+    assert_eq!(lowered(&again), down);
+    assert!(!again.notes.iter().any(|n| n.contains("scale-down delay")));
+}

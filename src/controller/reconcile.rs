@@ -137,11 +137,12 @@ async fn round(
         .last_applied
         .as_ref()
         .and_then(|a| status::unix_s(&a.time));
-    let current = read_current(ctx, &policy, last_change)
+    let mut current = read_current(ctx, &policy, last_change)
         .await
         .inspect_err(|_| {
             ctx.health.metrics.error("current");
         })?;
+    current.raised_unix_s = status::raised_unix_s(status);
 
     let started = Instant::now();
     let recommendation =
@@ -184,7 +185,7 @@ async fn round(
             action: "change",
             reason: format!("would apply (mode {}): {would}", spec.mode.as_str()),
         }),
-        Mode::Auto => apply(tuning, ctx, &recommendation, status, &would).await,
+        Mode::Auto => apply(tuning, ctx, (&recommendation, &policy), status, &would).await,
     }
 }
 
@@ -473,7 +474,7 @@ fn may_change(ctx: &Context) -> Option<Decided> {
 async fn apply(
     tuning: &ControlPlaneTuning,
     ctx: &Context,
-    recommendation: &Recommendation,
+    (recommendation, policy): (&Recommendation, &Policy),
     status: &mut ControlPlaneTuningStatus,
     would: &str,
 ) -> Result<Decided, Error> {
@@ -490,7 +491,11 @@ async fn apply(
     );
     status::write(&ctx.tunings, &ctx.tuning, status).await?;
     let outcome = updater::apply(&ctx.updater, recommendation).await;
-    record_outcome(tuning, ctx, status, would, outcome).await
+    let decided = record_outcome(tuning, ctx, status, would, outcome).await?;
+    if decided.action == "applied" {
+        status::record_raises(status, recommendation, policy.safety.scale_down_delay_s);
+    }
+    Ok(decided)
 }
 
 /// Finishes (when `recommendation` still wants it) or rolls back a change that an earlier

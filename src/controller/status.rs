@@ -110,28 +110,33 @@ pub fn summary(r: &Recommendation) -> RecommendationSummary {
 }
 
 pub fn apiserver_knobs(s: &ApiserverSettings) -> BTreeMap<String, f64> {
-    BTreeMap::from([
-        ("cpu_cores".into(), s.cpu_cores),
-        ("memory_bytes".into(), s.memory_bytes),
-        (
-            "max_requests_inflight".into(),
-            f64::from(s.max_requests_inflight),
-        ),
-        (
-            "max_mutating_requests_inflight".into(),
-            f64::from(s.max_mutating_requests_inflight),
-        ),
-        ("queue_length".into(), f64::from(s.queue_length)),
-    ])
+    s.knobs().map(|(k, v)| (k.to_owned(), v)).into()
 }
 
 pub fn client_knobs(s: &ClientSettings) -> BTreeMap<String, f64> {
-    BTreeMap::from([
-        ("cpu_cores".into(), s.cpu_cores),
-        ("memory_bytes".into(), s.memory_bytes),
-        ("client_qps".into(), s.client_qps),
-        ("client_burst".into(), f64::from(s.client_burst)),
-    ])
+    s.knobs().map(|(k, v)| (k.to_owned(), v)).into()
+}
+
+/// Records when `r` raised each knob, now that it was applied, and forgets raises older
+/// than `delay_s` (they no longer hold a knob up).
+pub fn record_raises(status: &mut ControlPlaneTuningStatus, r: &Recommendation, delay_s: f64) {
+    let now = now_rfc3339();
+    let now_s = unix_s(&now).unwrap_or_default();
+    status
+        .raised_at
+        .retain(|_, at| unix_s(at).is_some_and(|t| now_s - t < delay_s));
+    for key in r.raised_knobs() {
+        status.raised_at.insert(key, now.clone());
+    }
+}
+
+/// The raises the status remembers, as the recommender reads them.
+pub fn raised_unix_s(status: &ControlPlaneTuningStatus) -> BTreeMap<String, f64> {
+    status
+        .raised_at
+        .iter()
+        .filter_map(|(key, at)| Some((key.clone(), unix_s(at)?)))
+        .collect()
 }
 
 fn apiserver_prediction(p: Option<&ApiserverPrediction>) -> BTreeMap<String, f64> {
@@ -190,6 +195,45 @@ pub async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_applied_change_records_its_raises_and_old_raises_are_forgotten() {
+        let policy = recommender::Policy::from_yaml(include_str!(
+            "../../config/examples/policy.yaml"
+        ))
+        .unwrap();
+        let snapshot: recommender::snapshot::LoadSnapshot = serde_json::from_str(include_str!(
+            "../../config/examples/snapshot-synthetic.json"
+        ))
+        .unwrap();
+        let mut current = policy.current.clone().unwrap();
+        // Smaller apiservers than the example's load needs: the recommendation raises them.
+        for a in current.apiservers.values_mut() {
+            a.cpu_cores = 1.0;
+        }
+        let r = recommender::recommend(&snapshot, &policy, &current).unwrap();
+        let raised = r.raised_knobs();
+        assert!(raised.iter().any(|k| k.ends_with("/cpu_cores")), "{raised:?}");
+
+        let mut status = ControlPlaneTuningStatus::default();
+        status
+            .raised_at
+            .insert("gone/cpu_cores".into(), "2020-01-01T00:00:00Z".into());
+        let recent = rfc3339(unix_s(&now_rfc3339()).unwrap() - 60.0);
+        status
+            .raised_at
+            .insert("kept/queue_length".into(), recent.clone());
+        record_raises(&mut status, &r, 1800.0);
+        assert!(!status.raised_at.contains_key("gone/cpu_cores"));
+        assert_eq!(status.raised_at["kept/queue_length"], recent);
+        for key in &raised {
+            assert!(status.raised_at.contains_key(key), "{key}");
+        }
+        // What the next round's recommender reads back.
+        let read = raised_unix_s(&status);
+        assert_eq!(read.len(), raised.len() + 1);
+        assert!(read.values().all(|t| *t > 1.7e9));
+    }
 
     #[test]
     fn a_condition_keeps_its_transition_time_until_it_flips() {

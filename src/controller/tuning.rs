@@ -151,6 +151,10 @@ pub struct ControlPlaneTuningStatus {
     /// The last change arak made or tried to make.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_applied: Option<AppliedChange>,
+    /// When arak last raised each knob (`replica/knob` → RFC 3339), for as long as the
+    /// policy's scale-down delay: a knob raised more recently does not go down.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub raised_at: BTreeMap<String, String>,
     /// What the last round's model predicted for the settings that then ran, against what
     /// the window since observed: P99 and rejections per class, and CPU. A prediction made
     /// before the window it is judged on, as the model-fidelity harness judges held-out

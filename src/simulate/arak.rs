@@ -49,6 +49,8 @@ pub struct Arak<'a> {
     policy: &'a Policy,
     workload: &'a Workload,
     last_change_unix_s: Option<f64>,
+    /// When each knob was last raised, as the controller keeps it in the status.
+    raised_unix_s: BTreeMap<String, f64>,
     pub rounds: usize,
     pub changes: usize,
     /// How often each reason to hold came up (its words before the first colon).
@@ -92,6 +94,7 @@ impl<'a> Arak<'a> {
             policy,
             workload,
             last_change_unix_s: None,
+            raised_unix_s: BTreeMap::new(),
             rounds: 0,
             changes: 0,
             holds: BTreeMap::new(),
@@ -124,6 +127,9 @@ impl<'a> Arak<'a> {
             self.apply(&recommendation, settings)?;
             self.changes += 1;
             self.last_change_unix_s = Some(snapshot.time_unix_s);
+            for key in recommendation.raised_knobs() {
+                self.raised_unix_s.insert(key, snapshot.time_unix_s);
+            }
         } else {
             for reason in &recommendation.hold_reasons {
                 let key = reason
@@ -144,6 +150,7 @@ impl<'a> Arak<'a> {
         };
         CurrentSettings {
             last_change_unix_s: self.last_change_unix_s,
+            raised_unix_s: self.raised_unix_s.clone(),
             apiservers: names(&self.policy.apiservers)
                 .into_iter()
                 .zip(settings.apiservers.iter().map(|&a| {

@@ -57,6 +57,7 @@ pub fn current(
             .into_iter()
             .map(|n| (n, client))
             .collect(),
+        raised_unix_s: Default::default(),
     }
 }
 
