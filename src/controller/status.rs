@@ -198,10 +198,9 @@ mod tests {
 
     #[test]
     fn an_applied_change_records_its_raises_and_old_raises_are_forgotten() {
-        let policy = recommender::Policy::from_yaml(include_str!(
-            "../../config/examples/policy.yaml"
-        ))
-        .unwrap();
+        let policy =
+            recommender::Policy::from_yaml(include_str!("../../config/examples/policy.yaml"))
+                .unwrap();
         let snapshot: recommender::snapshot::LoadSnapshot = serde_json::from_str(include_str!(
             "../../config/examples/snapshot-synthetic.json"
         ))
@@ -213,7 +212,10 @@ mod tests {
         }
         let r = recommender::recommend(&snapshot, &policy, &current).unwrap();
         let raised = r.raised_knobs();
-        assert!(raised.iter().any(|k| k.ends_with("/cpu_cores")), "{raised:?}");
+        assert!(
+            raised.iter().any(|k| k.ends_with("/cpu_cores")),
+            "{raised:?}"
+        );
 
         let mut status = ControlPlaneTuningStatus::default();
         status
