@@ -211,6 +211,15 @@ async fn case() {
     );
     // The round that applied acted on a fitted model, not the priors.
     assert!(calibrated(&raised), "{}", watch.report().await);
+    // The raise is remembered, so that no round lowers it within the scale-down delay.
+    assert!(
+        raised["raisedAt"]
+            .as_object()
+            .is_some_and(|m| m.keys().any(|k| k.ends_with("/cpu_cores"))),
+        "status.raisedAt records the CPU raise: {}\n{}",
+        raised["raisedAt"],
+        watch.report().await
+    );
 
     // Every apply since the step, by time: its reason names the knobs it changed.
     let applies: RefCell<BTreeMap<String, String>> = RefCell::default();

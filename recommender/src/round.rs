@@ -453,11 +453,13 @@ impl<'a> CurrentOf<'a> {
             Component::Scheduler => &policy.schedulers,
             _ => &policy.controller_managers,
         };
-        placements
+        let raised = placements
             .iter()
-            .map(|p| self.steps(policy, &p.name, knob))
-            .find(|s| s.max_decrease_factor == 1.0)
-            .unwrap_or(policy.step_limits)
+            .find(|p| self.raised_ago(policy, &p.name, knob).is_some());
+        match raised {
+            Some(p) => self.steps(policy, &p.name, knob),
+            None => policy.step_limits,
+        }
     }
 
     /// The knobs held up by [`Self::steps`] this round, for the recommendation's notes.
