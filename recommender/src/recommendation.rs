@@ -39,10 +39,15 @@ pub struct Recommendation {
 }
 
 impl Recommendation {
-    /// The knobs this recommendation takes above what runs, by
-    /// [`knob_key`]: what a caller that applies it records in
-    /// [`crate::CurrentSettings::raised_unix_s`].
+    /// The knobs this recommendation takes above what runs, by [`knob_key`]: what a caller
+    /// that applies it records in [`crate::CurrentSettings::raised_unix_s`].
     pub fn raised_knobs(&self) -> Vec<String> {
+        self.knobs_moved(|was, is| is > was)
+    }
+
+    /// The knobs, by [`knob_key`], whose recommended value against the current one
+    /// satisfies `moved(current, recommended)`.
+    pub fn knobs_moved(&self, moved: impl Fn(f64, f64) -> bool) -> Vec<String> {
         let apiservers = self.apiservers.iter().map(|a| {
             (
                 &a.target.name,
@@ -67,7 +72,7 @@ impl Recommendation {
                 current
                     .into_iter()
                     .zip(recommended)
-                    .filter(|((_, was), (_, is))| is > was)
+                    .filter(|((_, was), (_, is))| moved(*was, *is))
                     .map(|((knob, _), _)| knob_key(replica, knob))
                     .collect::<Vec<_>>()
             })

@@ -580,38 +580,13 @@ fn every_limit_says_what_sized_it() {
     }
 }
 
-/// Every knob the recommendation takes below what runs, as (replica, knob).
-fn lowered(r: &Recommendation) -> Vec<(String, &'static str)> {
-    let apiservers = r.apiservers.iter().map(|a| {
-        (
-            &a.target.name,
-            a.current.knobs().to_vec(),
-            a.recommended.knobs().to_vec(),
-        )
-    });
-    let clients = r.schedulers.iter().chain(&r.controller_managers).map(|c| {
-        (
-            &c.target.name,
-            c.current.knobs().to_vec(),
-            c.recommended.knobs().to_vec(),
-        )
-    });
-    apiservers
-        .chain(clients)
-        .flat_map(|(name, current, recommended)| {
-            current
-                .into_iter()
-                .zip(recommended)
-                .filter(|((_, now), (_, next))| next < now)
-                .map(|((knob, _), _)| (name.clone(), knob))
-                .collect::<Vec<_>>()
-        })
-        .collect()
+/// Every knob the recommendation takes below what runs, as `replica/knob`.
+fn lowered(r: &Recommendation) -> Vec<String> {
+    r.knobs_moved(|was, is| is < was)
 }
 
 #[test]
 fn a_knob_raised_within_the_scale_down_delay_is_not_lowered_whatever_the_slos() {
-    use recommender::setting::knob_key;
     let policy = policy();
     // Five times the example's load: no setting meets the SLOs, and the least violating
     // one takes knobs down (the queue room of 300 among them). The last change is old.
@@ -625,19 +600,24 @@ fn a_knob_raised_within_the_scale_down_delay_is_not_lowered_whatever_the_slos() 
 
     // Had arak raised those very knobs 700 s ago (inside the 1800 s delay), none goes down,
     // and the notes say which were held.
-    for (replica, knob) in &down {
+    for key in &down {
         cur.raised_unix_s
-            .insert(knob_key(replica, knob), snap.time_unix_s - 700.0);
+            .insert(key.clone(), snap.time_unix_s - 700.0);
     }
     let held = recommend(&snap, &policy, &cur).unwrap();
-    assert_eq!(lowered(&held), vec![], "{:?}", held.apiservers);
+    assert_eq!(
+        lowered(&held),
+        Vec::<String>::new(),
+        "{:?}",
+        held.apiservers
+    );
     let note = held
         .notes
         .iter()
         .find(|n| n.contains("scale-down delay"))
         .unwrap_or_else(|| panic!("{:?}", held.notes));
-    for (replica, knob) in &down {
-        assert!(note.contains(&knob_key(replica, knob)), "{note}");
+    for key in &down {
+        assert!(note.contains(key.as_str()), "{note}");
     }
 
     // Raised longer ago than the delay, they are free to go down again.
