@@ -32,6 +32,7 @@ fn problem(cores: (f64, f64)) -> ApiserverProblem {
             },
         },
         baseline_cpu_cores: 0.0,
+        available_cpu_cores: None,
         cores: range(cores.0, cores.1, 1.0),
         read_limit: range(10.0, 400.0, 10.0),
         mutating_limit: range(8.0, 200.0, 8.0),

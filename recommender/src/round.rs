@@ -121,7 +121,8 @@ pub fn recommend(
         }
         let calibration = calibrate::calibrate_apiserver(
             history,
-            cur.apiserver(&placement.name).cpu_cores,
+            cur.apiserver(&placement.name),
+            window_steps,
             &policy.calibration,
         );
         per_replica.push((ro, mu, calibration));
@@ -1002,6 +1003,16 @@ fn apiserver_problem(
     let inflight_max =
         sample.read_only.inflight_max.unwrap_or(0.0) + sample.mutating.inflight_max.unwrap_or(0.0);
     let burst_room = burst_room(sample);
+    // A node that gives less than the quota is a neighbour's doing, measured for this window:
+    // it is no reason to take the quota away (the neighbour may go quiet), and raising it
+    // buys nothing the model can count on.
+    let cpu_steps = match c.available_cpu_cores {
+        Some(_) => StepLimits {
+            max_decrease_factor: 1.0,
+            ..steps("cpu_cores")
+        },
+        None => steps("cpu_cores"),
+    };
     ApiserverProblem {
         load: ApiserverLoad {
             read_only: ClassLoad {
@@ -1018,10 +1029,11 @@ fn apiserver_problem(
             },
         },
         baseline_cpu_cores: c.baseline_cpu_cores,
+        available_cpu_cores: c.available_cpu_cores,
         cores: step_box(
             current.cpu_cores,
             &within_node(&b.cpu_cores, node.cpu_cores),
-            &steps("cpu_cores"),
+            &cpu_steps,
         ),
         read_limit: step_box(
             f64::from(current.max_requests_inflight),
@@ -1083,7 +1095,7 @@ fn room_bounds(bounds: &KnobRange, burst_room: f64) -> KnobRange {
 /// The candidate with its P99s, which the search itself never needs.
 fn describe(problem: &ApiserverProblem, c: &Candidate) -> ApiserverPrediction {
     let s = &c.settings;
-    let usable = s.cpu_cores - problem.baseline_cpu_cores;
+    let usable = problem.queue_cores(s.cpu_cores);
     let model = (usable > 0.0).then(|| {
         ApiserverModel::new(
             &problem.load,

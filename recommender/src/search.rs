@@ -30,6 +30,7 @@ use queue_model::occupancy::Occupancy;
 use queue_model::scheduler::{self, SchedulerLoad, SchedulerSetting};
 use serde::{Deserialize, Serialize};
 
+use crate::calibrate::queue_cores;
 use crate::error::Result;
 use crate::memory::MemorySizing;
 use crate::policy::{CostWeights, KnobRange, Slo};
@@ -124,6 +125,9 @@ pub struct ApiserverProblem {
     /// The planned load on this replica, with calibrated costs.
     pub load: ApiserverLoad,
     pub baseline_cpu_cores: f64,
+    /// The most CPU the node gives this replica whatever its quota, when measured below
+    /// it ([`crate::calibrate::ApiserverCalibration::available_cpu_cores`]).
+    pub available_cpu_cores: Option<f64>,
     /// Grids already cut to the bounds, the node and the step limits.
     pub cores: KnobRange,
     pub read_limit: KnobRange,
@@ -178,6 +182,16 @@ impl Sharing {
 }
 
 impl ApiserverProblem {
+    /// The CPU a quota of `cores` really gives, the baseline included.
+    fn effective_cores(&self, cores: f64) -> f64 {
+        self.available_cpu_cores.map_or(cores, |a| cores.min(a))
+    }
+
+    /// The cores a quota of `cores` leaves the queues.
+    pub fn queue_cores(&self, cores: f64) -> f64 {
+        queue_cores(cores, self.baseline_cpu_cores, self.available_cpu_cores)
+    }
+
     fn offered_cpu(&self) -> f64 {
         self.load.read_only.cpu_demand_cores() + self.load.mutating.cpu_demand_cores()
     }
@@ -289,11 +303,12 @@ impl ApiserverProblem {
     pub fn check(&self, s: &ApiserverSettings) -> Result<Candidate> {
         let cost = self.cost.cost(s.cpu_cores, s.memory_bytes);
         let mut violations = Vec::new();
-        let usable = s.cpu_cores - self.baseline_cpu_cores;
+        let usable = self.queue_cores(s.cpu_cores);
+        let effective = self.effective_cores(s.cpu_cores);
         if usable <= 0.0 {
             violations.push(Violation {
                 constraint: Constraint::CpuHeadroom,
-                amount: self.baseline_cpu_cores / s.cpu_cores / self.max_cpu_utilization,
+                amount: self.baseline_cpu_cores / effective / self.max_cpu_utilization,
             });
             return Ok(Candidate {
                 settings: *s,
@@ -320,7 +335,7 @@ impl ApiserverProblem {
                 },
             },
         )?;
-        let utilization = (model.cpu_used_cores + self.baseline_cpu_cores) / s.cpu_cores;
+        let utilization = (model.cpu_used_cores + self.baseline_cpu_cores) / effective;
         let capacity = self.capacity_rps(
             f64::from(s.max_mutating_requests_inflight),
             model.cpu_slowdown,
@@ -397,8 +412,8 @@ impl ApiserverProblem {
 
     /// The cheapest feasible setting at these cores, if any; `evaluations` counts full solves.
     fn best_at(&self, cores: f64, evaluations: &mut usize) -> Result<Option<Candidate>> {
-        let usable = cores - self.baseline_cpu_cores;
-        if usable <= 0.0 || cores < self.cores_floor() {
+        let usable = self.queue_cores(cores);
+        if usable <= 0.0 || self.effective_cores(cores) < self.cores_floor() {
             return Ok(None);
         }
         let offered = self.offered_cpu();
@@ -491,7 +506,7 @@ impl ApiserverProblem {
     /// recording, and to 10 readOnly slots, shedding 83% of reads, at five times the
     /// example's load). Only the waiting room is chosen, among a few finite values.
     fn least_violating_at(&self, cores: f64, evaluations: &mut usize) -> Result<Candidate> {
-        let usable = (cores - self.baseline_cpu_cores).max(1e-9);
+        let usable = self.queue_cores(cores).max(1e-9);
         let ro = self.knee_limit(Class::ReadOnly, usable);
         let mu = self.knee_limit(Class::Mutating, usable);
         let mut best: Option<Candidate> = None;
@@ -516,11 +531,12 @@ impl ApiserverProblem {
                 amount: 0.0,
             });
         };
-        if lower < self.cores_floor() || lower <= self.baseline_cpu_cores {
+        let effective = self.effective_cores(lower);
+        if effective < self.cores_floor() || effective <= self.baseline_cpu_cores {
             let floor = self.cores_floor();
             return Ok(Violation {
                 constraint: Constraint::CpuHeadroom,
-                amount: floor / lower - 1.0,
+                amount: floor / effective - 1.0,
             });
         }
         let c = self.least_violating_at(lower, evaluations)?;
@@ -592,7 +608,7 @@ impl ApiserverProblem {
     /// knee it is capped at, or the constraint a step less would break by most.
     fn sized_by(&self, c: &Candidate, evaluations: &mut usize) -> Result<SizedBy> {
         let s = c.settings;
-        let usable = s.cpu_cores - self.baseline_cpu_cores;
+        let usable = self.queue_cores(s.cpu_cores);
         let mut limit = |class: Class, value: u32| -> Result<Constraint> {
             let grid = self.limit_grid(class);
             let value = f64::from(value);
@@ -748,6 +764,7 @@ mod tests {
                 },
             },
             baseline_cpu_cores: 0.2,
+            available_cpu_cores: None,
             cores: range(0.5, 16.0, 0.25),
             read_limit: range(10.0, 3000.0, 10.0),
             mutating_limit: range(5.0, 1000.0, 5.0),

@@ -34,6 +34,7 @@ fn problem(ro_rate: f64, mu_rate: f64, d_ro: f64, t_mu: f64) -> ApiserverProblem
             },
         },
         baseline_cpu_cores: 0.2,
+        available_cpu_cores: None,
         cores: range(1.0, 8.0, 0.5),
         read_limit: range(10.0, 120.0, 10.0),
         mutating_limit: range(5.0, 60.0, 5.0),
@@ -96,8 +97,11 @@ proptest! {
         d_ro in 0.0005f64..0.003,
         t_mu in 0.005f64..0.2,
         mib_per_request in prop::sample::select(vec![1.0, 8.0, 64.0]),
+        available in prop::option::of(1.0f64..8.0),
     ) {
         let mut p = problem(ro, mu, d_ro, t_mu);
+        // A node that gives less than some quotas: those quotas buy nothing beyond it.
+        p.available_cpu_cores = available;
         // At 1 MiB a request the memory of this grid is one step whatever the limits, and
         // the queue and then the limits break the tie; at 64 MiB every slot costs memory.
         p.memory.policy.bytes_per_inflight_request = mib_per_request * 1024.0 * 1024.0;
@@ -108,8 +112,13 @@ proptest! {
                 prop_assert_eq!(found.best.settings, truth);
                 // Checked again from scratch, with percentiles rather than P(R ≤ SLO).
                 let s = found.best.settings;
+                let effective = available.map_or(s.cpu_cores, |a| s.cpu_cores.min(a));
+                // The cheapest quota never pays for cores the node does not give.
+                if let Some(a) = available {
+                    prop_assert!(s.cpu_cores < a + p.cores.step, "{} cores for {a} available", s.cpu_cores);
+                }
                 let m = ApiserverModel::new(&p.load, &ApiserverSetting {
-                    cores: s.cpu_cores - p.baseline_cpu_cores,
+                    cores: effective - p.baseline_cpu_cores,
                     read_only: ClassLimits { concurrency_limit: s.max_requests_inflight, queue_length: s.queue_length },
                     mutating: ClassLimits { concurrency_limit: s.max_mutating_requests_inflight, queue_length: s.queue_length },
                 }).unwrap();
@@ -117,7 +126,7 @@ proptest! {
                 prop_assert!(m.mutating.rejection_probability() <= 1e-4);
                 prop_assert!(m.read_only.response_percentile(0.99) <= 1.0 + 1e-6);
                 prop_assert!(m.mutating.response_percentile(0.99) <= 1.0 + 1e-6);
-                prop_assert!((m.cpu_used_cores + p.baseline_cpu_cores) / s.cpu_cores <= 0.85 + 1e-9);
+                prop_assert!((m.cpu_used_cores + p.baseline_cpu_cores) / effective <= 0.85 + 1e-9);
             }
             None => prop_assert!(!found.best.feasible()),
         }

@@ -184,6 +184,12 @@ fn table(r: &Recommendation) -> String {
                 1e3 * c.mutating.non_cpu_s,
                 c.baseline_cpu_cores
             );
+            if let Some(available) = c.available_cpu_cores {
+                let _ = writeln!(
+                    w,
+                    "  cores at load       served as if {available:.2}, less than the quota (the node's other work): the model counts on no more"
+                );
+            }
         }
         let (c, n) = (&a.current, &a.recommended);
         let rows = [

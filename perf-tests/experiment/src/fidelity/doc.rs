@@ -361,7 +361,9 @@ fn markdown(
          left out as warm-up, the last 4 s as drain). The model was calibrated per quota with \
          `recommender::calibrate::calibrate_apiserver` on the apiserver's 5 s history of the \
          points at limits {} and loads {} (all mixes), then predicted every point with \
-         `queue_model::apiserver::ApiserverModel` at cores = quota − calibrated baseline, queue \
+         `queue_model::apiserver::ApiserverModel` at cores = quota − calibrated baseline (or, \
+         where the calibration found the apiserver given less CPU than its quota at load, \
+         that less: see the calibration's notes), queue \
          length {} (APF's handSize × queueLengthLimit) and, per class, the offered rate (the \
          larger of what reached the apiserver and what stress-test sent), as \
          `recommender::search` checks a setting. Errors are scored on the held-out points \

@@ -1,13 +1,15 @@
 //! Calibrates arak's apiserver model from the calibration points exactly as the recommender
 //! does (`recommender::calibrate::calibrate_apiserver` on a `ReplicaHistory`), predicts every
 //! point with `queue_model::apiserver::ApiserverModel` as `recommender::search` checks a
-//! setting (cores = quota − calibrated baseline), and computes the errors. Pure: no I/O.
+//! setting (cores = quota − calibrated baseline, or what the node was seen to give where
+//! the calibration found less), and computes the errors. Pure: no I/O.
 
 use queue_model::apiserver::{
     ApiserverLoad, ApiserverModel, ApiserverSetting, ClassLimits, ClassLoad,
 };
 use recommender::calibrate::{ApiserverCalibration, calibrate_apiserver};
 use recommender::policy::CalibrationPolicy;
+use recommender::setting::ApiserverSettings;
 use recommender::snapshot::{Component, Replica, ReplicaHistory};
 use serde::{Deserialize, Serialize};
 
@@ -143,10 +145,23 @@ pub fn predict(run: &FidelityRun, points: &[PointRecord]) -> Predictions {
                 .filter(|p| is_calibration(run, p))
                 .collect();
             let history = replica_history(&used);
+            let limits = run.limits.first().copied().unwrap_or(Limits {
+                read_only: 400,
+                mutating: 200,
+            });
+            let running = ApiserverSettings {
+                cpu_cores: quota,
+                memory_bytes: 0.0,
+                max_requests_inflight: limits.read_only,
+                max_mutating_requests_inflight: limits.mutating,
+                queue_length: QUEUE_LENGTH,
+            };
             QuotaCalibration {
                 quota_cores: quota,
                 points: used.iter().map(|p| p.index).collect(),
-                calibration: calibrate_apiserver(Some(&history), quota, &policy),
+                // Every calibration step may show contention: the estimate takes the most
+                // loaded third of them.
+                calibration: calibrate_apiserver(Some(&history), &running, usize::MAX, &policy),
             }
         })
         .collect();
@@ -214,7 +229,7 @@ fn predict_point(
             non_cpu_scv: c.mutating.non_cpu_scv,
         },
     };
-    match model(&load, p.quota_cores - c.baseline_cpu_cores, p.limits) {
+    match model(&load, c.queue_cores(p.quota_cores), p.limits) {
         Ok((ro, mu, used)) => {
             out.read_only = ro;
             out.mutating = mu;
@@ -237,7 +252,7 @@ fn predict_point(
             read_only: limit,
             mutating: limit,
         };
-        if let Ok((ro, mu, _)) = model(&load, p.quota_cores - c.baseline_cpu_cores, apf) {
+        if let Ok((ro, mu, _)) = model(&load, c.queue_cores(p.quota_cores), apf) {
             out.apf_level = Some(ApfDiagnostic {
                 seats,
                 errors: errors(p, &ro, &mu, None),
