@@ -222,6 +222,7 @@ pub fn recommend(
             (ro_rps, mu_rps),
             shares[i] * qps_needed,
         );
+        notes.extend(contention_note(&placement.name, &current, calibration));
         let outcome = problem.solve()?;
         budgets.give(
             placement,
@@ -935,12 +936,34 @@ fn overload_note(name: &str, problem: &ApiserverProblem, best: &Candidate) -> St
     let worst = best.worst().map_or("nothing".to_string(), |v| {
         format!("{:?} by {:.2}", v.constraint, v.amount)
     });
+    let allowed = match problem.available_cpu_cores {
+        Some(a) if a < problem.cores.max => format!(
+            "the node gives it about {a:.2} whatever the quota (the bounds, node and step limits allow {})",
+            problem.cores.max
+        ),
+        _ => format!(
+            "the bounds, node and step limits allow {}",
+            problem.cores.max
+        ),
+    };
     format!(
-        "apiserver `{name}`: no setting within the bounds meets every SLO; the planned load needs {:.2} cores at {:.0}% CPU, the bounds, node and step limits allow {}; with limits at the CPU's knee it rejects what the cores cannot serve and misses {worst}",
+        "apiserver `{name}`: no setting within the bounds meets every SLO; the planned load needs {:.2} cores at {:.0}% CPU, {allowed}; with limits at the CPU's knee it rejects what the cores cannot serve and misses {worst}",
         problem.cores_floor(),
         100.0 * problem.max_cpu_utilization,
-        problem.cores.max,
     )
+}
+
+/// Said when the calibration found an apiserver given less CPU than its quota.
+fn contention_note(
+    name: &str,
+    current: &ApiserverSettings,
+    c: &ApiserverCalibration,
+) -> Option<String> {
+    let available = c.available_cpu_cores?;
+    Some(format!(
+        "apiserver `{name}`: its requests were served as if it had {available:.2} of its {} cores (the node's other work took the rest); its CPU request is not lowered, since under contention the node's CPU is shared by the requests' weights",
+        current.cpu_cores
+    ))
 }
 
 /// A running setting whose CPU headroom is missed by less than this share (utilisation
@@ -1003,9 +1026,11 @@ fn apiserver_problem(
     let inflight_max =
         sample.read_only.inflight_max.unwrap_or(0.0) + sample.mutating.inflight_max.unwrap_or(0.0);
     let burst_room = burst_room(sample);
-    // A node that gives less than the quota is a neighbour's doing, measured for this window:
-    // it is no reason to take the quota away (the neighbour may go quiet), and raising it
-    // buys nothing the model can count on.
+    // A node that gives less than the quota is a neighbour's doing, measured for this window,
+    // and no reason to lower the CPU request: under contention the kernel shares the node's
+    // CPU by the requests' weights (cpu.weight follows the request), so a lower request hands
+    // the neighbour more, and the neighbour may go quiet. The model counts on no more than
+    // what was given, so a raise is chosen only for what it buys.
     let cpu_steps = match c.available_cpu_cores {
         Some(_) => StepLimits {
             max_decrease_factor: 1.0,

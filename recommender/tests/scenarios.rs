@@ -628,3 +628,50 @@ fn a_knob_raised_within_the_scale_down_delay_is_not_lowered_whatever_the_slos() 
     assert_eq!(lowered(&again), down);
     assert!(!again.notes.iter().any(|n| n.contains("scale-down delay")));
 }
+
+/// CPU the node did not give (the window's latency says the requests were served as if the
+/// apiserver had fewer cores than its quota) is no reason to lower its CPU request: under
+/// contention the kernel shares a node's CPU by the requests' weights, so a lower request
+/// hands the neighbour more. A lightly loaded apiserver whose CPU the round lowers when its
+/// latency matches the model keeps it when the latency says the node held cores back.
+#[test]
+fn cpu_the_node_did_not_give_is_not_taken_from_the_request() {
+    let policy = uniform_policy();
+    let cur = current(&policy, apiserver(4.0, 400, 200, 50), client(50.0));
+    // Requests of CPU mostly (2 and 5 ms; P99s of 12 and 25 ms), 0.5 of 4 cores in use.
+    let mut calm = snapshot(&policy, 150.0, 30.0, CALM_SCHEDULER);
+    for h in &mut calm.history.as_mut().unwrap().replicas {
+        h.read_only_p99_s.iter_mut().for_each(|v| *v = Some(0.012));
+        h.mutating_p99_s.iter_mut().for_each(|v| *v = Some(0.025));
+    }
+    let r = recommend(&calm, &policy, &cur).unwrap();
+    assert_eq!(r.action, Action::Change, "{:?}", r.hold_reasons);
+    for a in &r.apiservers {
+        assert_eq!(a.calibration.as_ref().unwrap().available_cpu_cores, None);
+        assert!(a.recommended.cpu_cores < a.current.cpu_cores, "{a:?}");
+    }
+    // The window's requests (its last 10 steps) took 1.6 times the model's mean.
+    let mut contended = calm.clone();
+    for h in &mut contended.history.as_mut().unwrap().replicas {
+        let n = h.cpu_cores.len();
+        let window = |mean: f64| (0..n).map(|t| (t >= n - 10).then_some(mean)).collect();
+        h.read_only_mean_s = window(1.6 * 0.004);
+        h.mutating_mean_s = window(1.6 * 0.008);
+    }
+    let r = recommend(&contended, &policy, &cur).unwrap();
+    assert!(r.feasible, "{:?}", r.binding_constraint);
+    for a in &r.apiservers {
+        let available = a.calibration.as_ref().unwrap().available_cpu_cores.unwrap();
+        assert!(available < 0.5 * a.current.cpu_cores, "{available}");
+        assert_eq!(a.recommended.cpu_cores, a.current.cpu_cores, "{a:?}");
+        let note = format!(
+            "apiserver `{}`: its requests were served as if",
+            a.target.name
+        );
+        assert!(
+            r.notes.iter().any(|n| n.starts_with(&note)),
+            "{:?}",
+            r.notes
+        );
+    }
+}
