@@ -636,7 +636,10 @@ fn a_knob_raised_within_the_scale_down_delay_is_not_lowered_whatever_the_slos() 
 /// latency matches the model keeps it when the latency says the node held cores back.
 #[test]
 fn cpu_the_node_did_not_give_is_not_taken_from_the_request() {
-    let policy = uniform_policy();
+    let mut policy = uniform_policy();
+    // Contention the model tells from its own error leaves little headroom at the cores the
+    // node gave; an operator who runs CPUs hot lets the round stay feasible there.
+    policy.max_cpu_utilization = 0.95;
     let cur = current(&policy, apiserver(4.0, 400, 200, 50), client(50.0));
     // Requests of CPU mostly (2 and 5 ms; P99s of 12 and 25 ms), 0.5 of 4 cores in use.
     let mut calm = snapshot(&policy, 150.0, 30.0, CALM_SCHEDULER);
@@ -650,13 +653,13 @@ fn cpu_the_node_did_not_give_is_not_taken_from_the_request() {
         assert_eq!(a.calibration.as_ref().unwrap().available_cpu_cores, None);
         assert!(a.recommended.cpu_cores < a.current.cpu_cores, "{a:?}");
     }
-    // The window's requests (its last 10 steps) took 1.6 times the model's mean.
+    // The window's requests (its last 10 steps) took 2.2 times the model's mean.
     let mut contended = calm.clone();
     for h in &mut contended.history.as_mut().unwrap().replicas {
         let n = h.cpu_cores.len();
         let window = |mean: f64| (0..n).map(|t| (t >= n - 10).then_some(mean)).collect();
-        h.read_only_mean_s = window(1.6 * 0.004);
-        h.mutating_mean_s = window(1.6 * 0.008);
+        h.read_only_mean_s = window(2.2 * 0.004);
+        h.mutating_mean_s = window(2.2 * 0.008);
     }
     let r = recommend(&contended, &policy, &cur).unwrap();
     assert!(r.feasible, "{:?}", r.binding_constraint);
@@ -674,4 +677,34 @@ fn cpu_the_node_did_not_give_is_not_taken_from_the_request() {
             r.notes
         );
     }
+}
+
+/// Recorded: the overload experiment's apiserver (a 1.5-core quota on a shared 2-core
+/// machine) at 290 req/s, using 1.14 cores, rejecting 11% and answering at P99 2.6 s. Taking
+/// the quota at its word the model predicted no rejections (1e-124) and P99s of 0.07-1.4 s;
+/// seeing what the node did not give, it predicts the saturation the apiserver showed.
+#[test]
+fn the_recorded_overload_snapshot_shows_its_saturation() {
+    let policy =
+        recommender::Policy::from_yaml(include_str!("../../config/examples/policy-overload.yaml"))
+            .unwrap();
+    let snap: LoadSnapshot =
+        serde_json::from_str(include_str!("../../config/examples/snapshot-overload.json")).unwrap();
+    let cur = policy.current.clone().unwrap();
+    let r = recommend(&snap, &policy, &cur).unwrap();
+    let a = &r.apiservers[0];
+    let available = a.calibration.as_ref().unwrap().available_cpu_cores;
+    assert!(
+        available.is_some_and(|c| c < 0.9 * a.current.cpu_cores),
+        "{available:?}"
+    );
+    let sample = &snap.apiservers[0].mutating;
+    let observed = sample.rejected_rate.unwrap() / sample.arrival_rate.unwrap();
+    let predicted = a.predicted_current.as_ref().unwrap().mutating_rejection;
+    assert!(
+        predicted > observed / 3.0 && predicted < 3.0 * observed,
+        "{predicted} vs {observed}"
+    );
+    assert!(!r.feasible);
+    assert!(a.recommended.cpu_cores >= a.current.cpu_cores);
 }
