@@ -5,8 +5,8 @@
 
 use nalgebra::{DMatrix, DVector};
 use queue_model::apiserver::{
-    ApiserverLoad, ApiserverModel, ApiserverSetting, ClassLimits, ClassLoad, ClassModel,
-    EXPONENTIAL_SCV, MAX_NON_CPU_SCV, cpu_slowdown,
+    ApiserverLoad, ApiserverModel, ClassLimits, ClassLoad, ClassModel, EXPONENTIAL_SCV,
+    MAX_NON_CPU_SCV, cpu_slowdown,
 };
 use queue_model::scheduler::SchedulerLoad;
 use serde::{Deserialize, Serialize};
@@ -89,28 +89,12 @@ impl ApiserverCalibration {
         if usable <= 0.0 {
             return None;
         }
-        let class = |p: ClassPrior, rate: f64| ClassLoad {
-            arrival_rate: rate,
-            cpu_s: p.cpu_s,
-            non_cpu_s: p.non_cpu_s,
-            non_cpu_scv: p.non_cpu_scv,
-        };
         let model = ApiserverModel::new(
             &ApiserverLoad {
-                read_only: class(self.read_only, read_only_rps),
-                mutating: class(self.mutating, mutating_rps),
+                read_only: self.read_only.load(read_only_rps),
+                mutating: self.mutating.load(mutating_rps),
             },
-            &ApiserverSetting {
-                cores: usable,
-                read_only: ClassLimits {
-                    concurrency_limit: settings.max_requests_inflight,
-                    queue_length: settings.queue_length,
-                },
-                mutating: ClassLimits {
-                    concurrency_limit: settings.max_mutating_requests_inflight,
-                    queue_length: settings.queue_length,
-                },
-            },
+            &settings.queue_setting(usable),
         )
         .ok()?;
         Some(PredictionAtLoad {
@@ -220,18 +204,7 @@ impl LoadedStep {
     /// and the limits that were running: past saturation the limits, not the cores, say
     /// how long requests wait, as on the real apiserver.
     fn modelled_mean_s(&self, usable: f64, running: &ApiserverSettings) -> f64 {
-        let setting = ApiserverSetting {
-            cores: usable,
-            read_only: ClassLimits {
-                concurrency_limit: running.max_requests_inflight,
-                queue_length: running.queue_length,
-            },
-            mutating: ClassLimits {
-                concurrency_limit: running.max_mutating_requests_inflight,
-                queue_length: running.queue_length,
-            },
-        };
-        let Ok(m) = ApiserverModel::new(&self.load, &setting) else {
+        let Ok(m) = ApiserverModel::new(&self.load, &running.queue_setting(usable)) else {
             return f64::INFINITY;
         };
         let [ro, mu] = self.weights;
@@ -295,12 +268,6 @@ fn available_cpu(
             .flatten()
             .filter(|v| v.is_finite() && *v >= 0.0)
     };
-    let class = |p: ClassPrior, rate: f64| ClassLoad {
-        arrival_rate: rate,
-        cpu_s: p.cpu_s,
-        non_cpu_s: p.non_cpu_s,
-        non_cpu_scv: p.non_cpu_scv,
-    };
     let len = h.cpu_cores.len();
     let mut steps: Vec<LoadedStep> = (len.saturating_sub(recent.max(1))..len)
         .filter_map(|t| {
@@ -315,8 +282,8 @@ fn available_cpu(
             (cpu > 0.0 && weight > 0.0).then(|| LoadedStep {
                 cpu,
                 load: ApiserverLoad {
-                    read_only: class(c.read_only, ro),
-                    mutating: class(c.mutating, mu),
+                    read_only: c.read_only.load(ro),
+                    mutating: c.mutating.load(mu),
                 },
                 weights,
                 measured_mean_s: weighted / weight,
@@ -868,12 +835,7 @@ mod tests {
     /// The model's mean and P99 of a class at `rate` per second on `cores` with nothing
     /// else running: what a low-load history sample shows of it.
     fn low_load(class: ClassPrior, rate: f64, cores: f64, baseline: f64) -> (f64, f64) {
-        let load = ClassLoad {
-            arrival_rate: rate,
-            cpu_s: class.cpu_s,
-            non_cpu_s: class.non_cpu_s,
-            non_cpu_scv: class.non_cpu_scv,
-        };
+        let load = class.load(rate);
         let x = cpu_slowdown(cores - baseline, rate * class.cpu_s);
         let unlimited = ClassLimits {
             concurrency_limit: 1_000_000,
@@ -903,12 +865,7 @@ mod tests {
         let (mut means, mut p99s) = (Vec::new(), Vec::new());
         for &(r, _, cpu) in &rows {
             let x = cpu_slowdown(cores - baseline, cpu - baseline);
-            let load = ClassLoad {
-                arrival_rate: r,
-                cpu_s: truth.cpu_s,
-                non_cpu_s: truth.non_cpu_s,
-                non_cpu_scv: truth.non_cpu_scv,
-            };
+            let load = truth.load(r);
             let unlimited = ClassLimits {
                 concurrency_limit: 1_000_000,
                 queue_length: 0,
@@ -996,12 +953,7 @@ mod tests {
             queue_length: 0,
         };
         let class = |p: ClassPrior, rate: f64, x: f64| {
-            let load = ClassLoad {
-                arrival_rate: rate,
-                cpu_s: p.cpu_s,
-                non_cpu_s: p.non_cpu_s,
-                non_cpu_scv: p.non_cpu_scv,
-            };
+            let load = p.load(rate);
             let m = ClassModel::new(&load, &unlimited, x);
             (Some(m.mean_response()), Some(m.response_percentile(0.99)))
         };

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use queue_model::apiserver::{EXPONENTIAL_SCV, MAX_NON_CPU_SCV};
+use queue_model::apiserver::{ClassLoad, EXPONENTIAL_SCV, MAX_NON_CPU_SCV};
 use queue_model::{MAX_CAPACITY, MAX_CORES, MIN_CORES};
 use serde::{Deserialize, Serialize};
 
@@ -283,6 +283,18 @@ pub struct ClassPrior {
 
 fn exponential_scv() -> f64 {
     EXPONENTIAL_SCV
+}
+
+impl ClassPrior {
+    /// The class at `arrival_rate` requests per second with these costs, as the model takes it.
+    pub fn load(self, arrival_rate: f64) -> ClassLoad {
+        ClassLoad {
+            arrival_rate,
+            cpu_s: self.cpu_s,
+            non_cpu_s: self.non_cpu_s,
+            non_cpu_scv: self.non_cpu_scv,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

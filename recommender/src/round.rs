@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 
 use queue_model::MAX_REQUEST_RATE;
-use queue_model::apiserver::{
-    ApiserverLoad, ApiserverModel, ApiserverSetting, ClassLimits, ClassLoad,
-};
+use queue_model::apiserver::{ApiserverLoad, ApiserverModel};
 use queue_model::mmc::Mmc;
 use queue_model::scheduler::{self, SchedulerLoad, SchedulerSetting};
 
@@ -1040,18 +1038,8 @@ fn apiserver_problem(
     };
     ApiserverProblem {
         load: ApiserverLoad {
-            read_only: ClassLoad {
-                arrival_rate: ro_rps,
-                cpu_s: c.read_only.cpu_s,
-                non_cpu_s: c.read_only.non_cpu_s,
-                non_cpu_scv: c.read_only.non_cpu_scv,
-            },
-            mutating: ClassLoad {
-                arrival_rate: mu_rps,
-                cpu_s: c.mutating.cpu_s,
-                non_cpu_s: c.mutating.non_cpu_s,
-                non_cpu_scv: c.mutating.non_cpu_scv,
-            },
+            read_only: c.read_only.load(ro_rps),
+            mutating: c.mutating.load(mu_rps),
         },
         baseline_cpu_cores: c.baseline_cpu_cores,
         available_cpu_cores: c.available_cpu_cores,
@@ -1121,22 +1109,8 @@ fn room_bounds(bounds: &KnobRange, burst_room: f64) -> KnobRange {
 fn describe(problem: &ApiserverProblem, c: &Candidate) -> ApiserverPrediction {
     let s = &c.settings;
     let usable = problem.queue_cores(s.cpu_cores);
-    let model = (usable > 0.0).then(|| {
-        ApiserverModel::new(
-            &problem.load,
-            &ApiserverSetting {
-                cores: usable,
-                read_only: ClassLimits {
-                    concurrency_limit: s.max_requests_inflight,
-                    queue_length: s.queue_length,
-                },
-                mutating: ClassLimits {
-                    concurrency_limit: s.max_mutating_requests_inflight,
-                    queue_length: s.queue_length,
-                },
-            },
-        )
-    });
+    let model =
+        (usable > 0.0).then(|| ApiserverModel::new(&problem.load, &s.queue_setting(usable)));
     let (ro, mu) = match model {
         Some(Ok(m)) => (
             Some(m.read_only.response_percentile(0.99)),

@@ -22,8 +22,7 @@
 //! cheaper than the runner-up found so far.
 
 use queue_model::apiserver::{
-    ApiserverLoad, ApiserverModel, ApiserverSetting, ClassLimits, ClassLoad, ClassModel,
-    cpu_slowdown,
+    ApiserverLoad, ApiserverModel, ClassLimits, ClassLoad, ClassModel, cpu_slowdown,
 };
 use queue_model::mmc::Mmc;
 use queue_model::occupancy::Occupancy;
@@ -321,20 +320,7 @@ impl ApiserverProblem {
                 violations,
             });
         }
-        let model = ApiserverModel::new(
-            &self.load,
-            &ApiserverSetting {
-                cores: usable,
-                read_only: ClassLimits {
-                    concurrency_limit: s.max_requests_inflight,
-                    queue_length: s.queue_length,
-                },
-                mutating: ClassLimits {
-                    concurrency_limit: s.max_mutating_requests_inflight,
-                    queue_length: s.queue_length,
-                },
-            },
-        )?;
+        let model = ApiserverModel::new(&self.load, &s.queue_setting(usable))?;
         let utilization = (model.cpu_used_cores + self.baseline_cpu_cores) / effective;
         let capacity = self.capacity_rps(
             f64::from(s.max_mutating_requests_inflight),

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use queue_model::apiserver::{ApiserverSetting, ClassLimits};
 use queue_model::{MAX_CORES, MIN_CORES};
 
 use crate::error::{RecommenderError, Result};
@@ -22,6 +23,24 @@ pub struct ApiserverSettings {
     /// APF room for one flow's waiting requests per class: the level's hand size × its
     /// queue length limit (a flow only ever queues in the queues of its hand).
     pub queue_length: u32,
+}
+
+impl ApiserverSettings {
+    /// What the model solves for these settings with `cores` for the queues: each class's
+    /// inflight flag as its concurrency limit, the APF room as its queue.
+    pub fn queue_setting(&self, cores: f64) -> ApiserverSetting {
+        ApiserverSetting {
+            cores,
+            read_only: ClassLimits {
+                concurrency_limit: self.max_requests_inflight,
+                queue_length: self.queue_length,
+            },
+            mutating: ClassLimits {
+                concurrency_limit: self.max_mutating_requests_inflight,
+                queue_length: self.queue_length,
+            },
+        }
+    }
 }
 
 /// Knobs of a component that talks to the apiserver through a client-go token bucket

@@ -4,9 +4,7 @@
 //! setting (cores = quota − calibrated baseline, or what the node was seen to give where
 //! the calibration found less), and computes the errors. Pure: no I/O.
 
-use queue_model::apiserver::{
-    ApiserverLoad, ApiserverModel, ApiserverSetting, ClassLimits, ClassLoad,
-};
+use queue_model::apiserver::{ApiserverLoad, ApiserverModel, ApiserverSetting, ClassLimits};
 use recommender::calibrate::{ApiserverCalibration, calibrate_apiserver};
 use recommender::policy::CalibrationPolicy;
 use recommender::setting::ApiserverSettings;
@@ -216,18 +214,8 @@ fn predict_point(
         })
     };
     let load = ApiserverLoad {
-        read_only: ClassLoad {
-            arrival_rate: offered("readOnly"),
-            cpu_s: c.read_only.cpu_s,
-            non_cpu_s: c.read_only.non_cpu_s,
-            non_cpu_scv: c.read_only.non_cpu_scv,
-        },
-        mutating: ClassLoad {
-            arrival_rate: offered("mutating"),
-            cpu_s: c.mutating.cpu_s,
-            non_cpu_s: c.mutating.non_cpu_s,
-            non_cpu_scv: c.mutating.non_cpu_scv,
-        },
+        read_only: c.read_only.load(offered("readOnly")),
+        mutating: c.mutating.load(offered("mutating")),
     };
     match model(&load, c.queue_cores(p.quota_cores), p.limits) {
         Ok((ro, mu, used)) => {
